@@ -1,0 +1,130 @@
+"""Cameras and point transforms (conventions in ``jaxpose.skeleton``'s docstring).
+
+Every function works on numpy and jax.numpy arrays alike (only operators and methods that
+both share are used), broadcasting over leading batch axes, unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxpose import skeleton
+
+
+def root_centre(joints):
+  """(..., J, D) → the same joints with the root (pelvis) moved to the origin."""
+  return joints - joints[..., skeleton.ROOT:skeleton.ROOT + 1, :]
+
+
+def project(points, focal, principal):
+  """Pinhole projection ``u = f * X / Z + c``.
+
+  Args:
+    points: (..., J, 3) camera-frame points, Z > 0.
+    focal: (..., 2) focal lengths in pixels.
+    principal: (..., 2) principal point in pixels.
+
+  Returns:
+    (..., J, 2) pixels.
+  """
+  return points[..., :2] / points[..., 2:3] * focal[..., None, :] + principal[..., None, :]
+
+
+def weak_perspective(points, scale, principal):
+  """The camera head's projection ``u = s * X + c`` of root-relative points.
+
+  Args:
+    points: (..., J, 3) root-relative points in mm.
+    scale: (...,) pixels per mm (focal length over the root's depth).
+    principal: (..., 2) where the root lands, pixels.
+
+  Returns:
+    (..., J, 2) pixels.
+  """
+  return points[..., :2] * scale[..., None, None] + principal[..., None, :]
+
+
+def unproject_depth(scale, focal):
+  """Depth (mm) of the root that makes a weak-perspective ``scale`` agree with ``focal``.
+
+  A weak-perspective camera is a pinhole camera with the whole body at the root's depth Z:
+  ``s = f / Z``. Given the real focal length, ``Z = f / s``.
+  """
+  return focal / scale
+
+
+# --- 2D affine maps (3×3 homogeneous matrices acting on pixel column vectors) -----------
+
+def affine_matrix(scale=1.0, rotation=0.0, flip=False, centre=(0.0, 0.0),
+                  target=(0.0, 0.0)) -> np.ndarray:
+  """The map: flip about ``centre`` (x → -x), rotate (radians, image axes, clockwise on
+  screen since y points down), scale about it, then move ``centre`` onto ``target``.
+
+  numpy only (it builds augmentation and crop matrices, not per-joint work).
+  """
+  cx, cy = centre
+  tx, ty = target
+  c, s = np.cos(rotation), np.sin(rotation)
+  mirror = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
+  rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+  to_origin = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
+  to_target = np.array([[scale, 0, 0], [0, scale, 0], [0, 0, 1]])
+  to_target[:2, 2] = (tx, ty)
+  return to_target @ rot @ mirror @ to_origin
+
+
+def crop_matrix(centre, size, out_size) -> np.ndarray:
+  """The map from an image's pixels to an axis-aligned square crop of side ``size``
+  centred on ``centre``, resampled to ``out_size`` pixels (numpy only)."""
+  return affine_matrix(scale=out_size / size, centre=centre,
+                       target=(out_size / 2.0, out_size / 2.0))
+
+
+def apply_affine(matrix, points):
+  """(3, 3) or (..., 3, 3) matrix applied to (..., J, 2) pixels."""
+  return (points @ matrix[..., :2, :2].swapaxes(-1, -2)) + matrix[..., None, :2, 2]
+
+
+def transform_intrinsics(matrix, focal, principal):
+  """Intrinsics of an image warped by a scale-and-translate ``matrix`` (no rotation, no
+  flip: those change the camera's orientation, see ``jaxpose.data``'s augmentation)."""
+  scale = np.stack([matrix[..., 0, 0], matrix[..., 1, 1]], axis=-1)
+  return focal * scale, principal * scale + matrix[..., :2, 2]
+
+
+# --- Perspective correction --------------------------------------------------------------
+
+def crop_rotation(focal, principal, crop_centre):
+  """Rotation from the camera frame into the virtual camera looking through a crop's
+  centre (numpy only).
+
+  A crop off the optical axis sees the person as a camera rotated towards them would. Its
+  z axis is the ray ``K^-1 [u, v, 1]`` through the crop centre; its x axis is
+  ``z × up`` (up = -y, so an on-axis crop gives the identity) and its y axis ``z × x``.
+
+  Args:
+    focal: (..., 2) pixels. principal: (..., 2) pixels. crop_centre: (..., 2) pixels.
+
+  Returns:
+    (..., 3, 3) ``R`` with rows (x, y, z): ``p_virtual = R @ p_camera``.
+  """
+  focal, principal, crop_centre = map(np.asarray, (focal, principal, crop_centre))
+  xy = (crop_centre - principal) / focal
+  z = np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
+  z = z / np.linalg.norm(z, axis=-1, keepdims=True)
+  up = np.broadcast_to(np.array([0.0, -1.0, 0.0]), z.shape)
+  x = np.cross(z, up)
+  x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+  y = np.cross(z, x)
+  return np.stack([x, y, z], axis=-2)
+
+
+def to_crop_frame(pose, rotation):
+  """Rotates (..., J, 3) camera-frame points into the crop's virtual camera."""
+  return pose @ np.swapaxes(rotation, -1, -2)
+
+
+def correct_perspective(pose, rotation):
+  """Rotates a (..., J, 3) pose predicted in a crop's virtual camera back into the real
+  camera frame (the inverse of ``to_crop_frame``)."""
+  return pose @ rotation
