@@ -1,0 +1,79 @@
+"""Person crops cut at build time, shared by every dataset builder.
+
+The convention (the input pipeline relies on it):
+  * the *tight box* is the square of side ``BOX_PADDING`` × the larger extent of the valid
+    2D joints, centred on the middle of their extent (the paper's evaluation crop);
+  * the *stored crop* has the same centre and ``STORE_MARGIN`` × the tight box's side, so
+    the tight box is its central ``1 / STORE_MARGIN``; the margin leaves pixels for scale,
+    rotation and translation augmentation.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from jaxpose import geometry
+
+BOX_PADDING = 1.2
+STORE_MARGIN = 1.5
+
+
+def tight_box(joints_2d: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
+  """Centre (2,) and side of the tight square box around the valid joints (pixels)."""
+  points = np.asarray(joints_2d)[np.asarray(valid, bool)]
+  if len(points) < 2:
+    raise ValueError(f'need at least 2 valid joints for a person box, got {len(points)}')
+  lo, hi = points.min(axis=0), points.max(axis=0)
+  side = float(max(hi - lo)) * BOX_PADDING
+  return (lo + hi) / 2.0, max(side, 1.0)
+
+
+def cut(image: np.ndarray, centre, side: float, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Cuts the square (centre, side) out of ``image`` (H, W, 3 uint8) at ``out_size`` pixels.
+
+  Pixels outside the image are black. Returns the crop and the 3×3 matrix mapping the
+  image's pixels to the crop's (``geometry.apply_affine``).
+  """
+  matrix = geometry.crop_matrix(centre, side, out_size)
+  inverse = np.linalg.inv(matrix)
+  crop = Image.fromarray(np.asarray(image, np.uint8)).transform(
+      (out_size, out_size), Image.Transform.AFFINE, data=tuple(inverse[:2].ravel()),
+      resample=Image.Resampling.BILINEAR)
+  return np.asarray(crop), matrix
+
+
+def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
+                out_size: int, focal=None, principal=None) -> dict:
+  """The stored crop of a person and its labels moved into it.
+
+  Args:
+    image: (H, W, 3) uint8 frame.
+    joints_2d: (17, 2) pixels in the frame. valid: (17,) bool.
+    out_size: the stored crop's side in pixels.
+    focal, principal: (2,) the frame's intrinsics, or None when unknown.
+
+  Returns:
+    ``image`` (out_size, out_size, 3) uint8, ``joints_2d`` in crop pixels, ``matrix``
+    (frame → crop), and ``focal``/``principal`` of the crop (zeros when unknown).
+  """
+  centre, side = tight_box(joints_2d, valid)
+  crop, matrix = cut(image, centre, side * STORE_MARGIN, out_size)
+  joints = geometry.apply_affine(matrix, np.asarray(joints_2d, np.float64))
+  joints = np.where(np.asarray(valid, bool)[:, None], joints, 0.0)
+  if focal is None:
+    focal_c, principal_c = np.zeros(2), np.zeros(2)
+  else:
+    focal_c, principal_c = geometry.transform_intrinsics(
+        matrix, np.asarray(focal, np.float64), np.asarray(principal, np.float64))
+  return dict(image=crop, joints_2d=joints.astype(np.float32), matrix=matrix,
+              focal=np.float32(focal_c), principal=np.float32(principal_c))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+  """JPEG bytes of an (H, W, 3) uint8 image (for builders that store encoded crops)."""
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=quality)
+  return buffer.getvalue()
