@@ -33,23 +33,20 @@ def builder_module(name: str):
   return module
 
 
-def get_builder(name: str, data_dir: str, config: str | None = None,
-                manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+def get_builder(name: str, data_dir: str,
+                config: str | None = None) -> tfds.core.DatasetBuilder:
   """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``."""
   module = builder_module(name)
   kwargs = dict(data_dir=data_dir)
   if config:
     kwargs['config'] = config
-  builder = module.Builder(**kwargs)
-  builder._jaxpose_manual_dir = manual_dir  # pylint: disable=protected-access
-  return builder
+  return module.Builder(**kwargs)
 
 
-def ensure_built(builder: tfds.core.DatasetBuilder) -> None:
+def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
   """Builds the dataset if it is not prepared yet (TFDS writes into a temporary folder and
   renames it at the end, so an interrupted build leaves nothing half-written behind)."""
   if builder.is_prepared():
     return
-  manual_dir = getattr(builder, '_jaxpose_manual_dir', None)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, try_download_gcs=False))
