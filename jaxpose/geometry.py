@@ -6,6 +6,8 @@ both share are used), broadcasting over leading batch axes, unless it says other
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxpose import skeleton
@@ -96,7 +98,7 @@ def transform_intrinsics(matrix, focal, principal):
 
 def crop_rotation(focal, principal, crop_centre):
   """Rotation from the camera frame into the virtual camera looking through a crop's
-  centre (numpy only).
+  centre (numpy or jax.numpy, by the type of ``focal``).
 
   A crop off the optical axis sees the person as a camera rotated towards them would. Its
   z axis is the ray ``K^-1 [u, v, 1]`` through the crop centre; its x axis is
@@ -108,15 +110,27 @@ def crop_rotation(focal, principal, crop_centre):
   Returns:
     (..., 3, 3) ``R`` with rows (x, y, z): ``p_virtual = R @ p_camera``.
   """
-  focal, principal, crop_centre = map(np.asarray, (focal, principal, crop_centre))
-  xy = (crop_centre - principal) / focal
-  z = np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
-  z = z / np.linalg.norm(z, axis=-1, keepdims=True)
-  up = np.broadcast_to(np.array([0.0, -1.0, 0.0]), z.shape)
-  x = np.cross(z, up)
-  x = x / np.linalg.norm(x, axis=-1, keepdims=True)
-  y = np.cross(z, x)
-  return np.stack([x, y, z], axis=-2)
+  xp = jnp if isinstance(focal, jax.Array) else np
+  ray = (crop_centre - principal) / focal
+  z = xp.concatenate([ray, xp.ones_like(ray[..., :1])], axis=-1)
+  z = z / xp.linalg.norm(z, axis=-1, keepdims=True)
+  # z × (0, -1, 0) = (z_z, 0, -z_x), already orthogonal to z.
+  x = xp.stack([z[..., 2], xp.zeros_like(z[..., 0]), -z[..., 0]], axis=-1)
+  x = x / xp.linalg.norm(x, axis=-1, keepdims=True)
+  y = xp.cross(z, x)
+  return xp.stack([x, y, z], axis=-2)
+
+
+def virtual_camera_rotation(focal, principal, has_intrinsics, input_size: int):
+  """(B, 3, 3) rotations into the virtual cameras of (B,) square crops of ``input_size``
+  pixels, identity where the intrinsics are unknown (numpy or jax.numpy)."""
+  xp = jnp if isinstance(focal, jax.Array) else np
+  known = has_intrinsics[..., None]
+  centre = xp.full(principal.shape, input_size / 2.0, principal.dtype)
+  # Unknown intrinsics are zeros: substitute an on-axis camera to keep the maths finite.
+  rotation = crop_rotation(xp.where(known, focal, 1.0), xp.where(known, principal, centre),
+                           centre)
+  return xp.where(known[..., None], rotation, xp.eye(3, dtype=rotation.dtype))
 
 
 def to_crop_frame(pose, rotation):

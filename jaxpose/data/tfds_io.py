@@ -35,9 +35,13 @@ def builder_module(name: str):
 
 def get_builder(name: str, data_dir: str,
                 config: str | None = None) -> tfds.core.DatasetBuilder:
-  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``."""
+  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``.
+
+  jaxpose reads examples by index (a resumable, deterministic input stream), so datasets
+  are stored as array_record; build them with ``tfds build --file_format=array_record``.
+  """
   module = builder_module(name)
-  kwargs = dict(data_dir=data_dir)
+  kwargs = dict(data_dir=data_dir, file_format='array_record')
   if config:
     kwargs['config'] = config
   return module.Builder(**kwargs)

@@ -1,0 +1,94 @@
+"""The four training losses of the paper (§3), masked by what each example has.
+
+Units inside the losses: 3D in metres (the model's mm / 1000) and 2D in units of the input
+crop's side, so that each term is O(1) whatever the resolution and the weights in the
+config mean the same thing at every input size.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxpose import skeleton
+
+MM_PER_M = 1000.0
+
+
+def _masked_mean(values, mask):
+  mask = mask.astype(values.dtype)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def heatmap_targets(joints_2d, input_size: int, grid: int, sigma: float):
+  """Gaussian heatmaps (B, grid, grid, J) of (B, J, 2) input-pixel joints.
+
+  Cell (i, j) of the grid covers input pixels [j, j + 1) · input_size / grid along x, so its
+  centre sits at (j + 0.5) · input_size / grid; ``sigma`` is in cells.
+  """
+  cells = joints_2d * (grid / input_size) - 0.5
+  axis = jnp.arange(grid, dtype=joints_2d.dtype)
+  dx = axis[None, :, None] - cells[:, None, :, 0]   # (B, grid_x, J)
+  dy = axis[None, :, None] - cells[:, None, :, 1]   # (B, grid_y, J)
+  return jnp.exp(-(dy[:, :, None, :]**2 + dx[:, None, :, :]**2) / (2 * sigma**2))
+
+
+def pose_3d_loss(pred_mm, target_mm, has_3d):
+  """Paper eq. 1: mean squared joint distance (m²) over the examples with 3D labels."""
+  per_example = jnp.mean(jnp.sum(((pred_mm - target_mm) / MM_PER_M)**2, axis=-1), axis=-1)
+  return _masked_mean(per_example, has_3d)
+
+
+def bone_loss(pred_mm, target_mm, has_3d, ref_lengths_mm, has_ref):
+  """Bone vectors against ground truth for 3D examples; bone lengths against a training
+  subject's (``ref_lengths_mm`` (B, bones), picked per example) for 2D-only ones (§3.2)."""
+  pred = skeleton.bone_vectors(pred_mm) / MM_PER_M
+  vector_error = jnp.mean(jnp.sum((pred - skeleton.bone_vectors(target_mm) / MM_PER_M)**2,
+                                  axis=-1), axis=-1)
+  length = jnp.sqrt(jnp.sum(pred**2, axis=-1) + 1e-12)
+  length_error = jnp.mean((length - ref_lengths_mm / MM_PER_M)**2, axis=-1)
+  use_length = has_ref & ~has_3d
+  per_example = jnp.where(has_3d, vector_error, jnp.where(use_length, length_error, 0.0))
+  return _masked_mean(per_example, has_3d | use_length)
+
+
+def heatmap_loss(pred, target, valid):
+  """Squared error summed over the grid, averaged over labelled (example, joint) pairs and
+  over the heatmap levels (res4d, res5a). pred (B, L, h, w, J); target (B, h, w, J)."""
+  per_joint = jnp.sum((pred - target[:, None])**2, axis=(2, 3))   # (B, L, J)
+  return _masked_mean(jnp.mean(per_joint, axis=1), valid)
+
+
+def projection_loss(pred_2d, joints_2d, valid, input_size: int):
+  """Paper eq. 2: squared distance between the weak-perspective projection of the
+  predicted pose and the 2D labels, in crop sides², over labelled joints."""
+  per_joint = jnp.sum(((pred_2d - joints_2d) / input_size)**2, axis=-1)
+  return _masked_mean(per_joint, valid)
+
+
+def compute(outputs: dict, targets: dict, weights: dict, input_size: int,
+            heatmap_sigma: float):
+  """Weighted total and a dict of the unweighted terms.
+
+  Args:
+    outputs: the model's outputs (``PoseNet``).
+    targets: ``pose_3d`` (B, J, 3) root-relative mm in the model's frame, ``has_3d`` (B,),
+      ``joints_2d`` (B, J, 2) input pixels, ``joints_2d_valid`` (B, J),
+      ``ref_bone_lengths`` (B, bones) mm and ``has_ref_bones`` (B,).
+    weights: ``pose_3d``, ``bone``, ``heatmap``, ``projection``.
+  """
+  grid = outputs['heatmaps'].shape[2]
+  valid = targets['joints_2d_valid']
+  heatmaps = heatmap_targets(targets['joints_2d'], input_size, grid, heatmap_sigma)
+  terms = {
+      'pose_3d': pose_3d_loss(outputs['pose_3d'], targets['pose_3d'], targets['has_3d']),
+      'bone': bone_loss(outputs['pose_3d'], targets['pose_3d'], targets['has_3d'],
+                        targets['ref_bone_lengths'], targets['has_ref_bones']),
+      'heatmap': heatmap_loss(outputs['heatmaps'], heatmaps, valid),
+      'projection': projection_loss(outputs['pose_2d'], targets['joints_2d'], valid,
+                                    input_size),
+  }
+  unknown = set(weights) - set(terms)
+  if unknown:
+    raise ValueError(f'config.loss has unknown terms {sorted(unknown)}; known: {sorted(terms)}')
+  total = sum(weights[name] * value for name, value in terms.items())
+  return total, terms

@@ -1,0 +1,36 @@
+"""Test set-up: 8 fake CPU devices (the sharded step is tested over them) and the real
+benchmark samples from ../shared/fixtures/real when present."""
+
+import os
+import pathlib
+
+os.environ['XLA_FLAGS'] = ' '.join(
+    [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'])
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+from jaxpose import cli  # pylint: disable=g-import-not-at-top
+
+cli.configure_cpu()
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / 'configs'
+REAL = REPO.parent / 'shared' / 'fixtures' / 'real'
+
+
+@pytest.fixture
+def real_fixtures() -> pathlib.Path:
+  if not REAL.exists():
+    pytest.skip(f'real benchmark samples not found at {REAL} (they live beside the '
+                'repository, in ../shared/fixtures/real)')
+  return REAL
+
+
+def load_config(name: str, variant: str | None = 'smoke'):
+  """A config file of configs/ loaded the way --config=configs/<name>.py:<variant> does."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f'config_{name}', CONFIGS / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
