@@ -70,7 +70,7 @@ def affine_matrix(scale=1.0, rotation=0.0, flip=False, centre=(0.0, 0.0),
   mirror = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
   rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
   to_origin = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
-  to_target = np.array([[scale, 0, 0], [0, scale, 0], [0, 0, 1]])
+  to_target = np.array([[scale, 0, 0], [0, scale, 0], [0, 0, 1]], dtype=np.float64)
   to_target[:2, 2] = (tx, ty)
   return to_target @ rot @ mirror @ to_origin
 

@@ -64,7 +64,7 @@ SIDE = np.array([
 # The 14 joints over which MPI-INF-3DHP computes 3D PCK and AUC (pelvis, spine and
 # neck/nose are left out).
 PCK_JOINTS = np.array([JOINT_INDEX[n] for n in (
-    'head', 'neck', 'r_shoulder', 'r_elbow', 'r_wrist', 'l_shoulder', 'l_elbow',
+    'head', 'thorax', 'r_shoulder', 'r_elbow', 'r_wrist', 'l_shoulder', 'l_elbow',
     'l_wrist', 'r_hip', 'r_knee', 'r_ankle', 'l_hip', 'l_knee', 'l_ankle')], np.int32)
 
 # --- Other datasets' joint sets --------------------------------------------------------

@@ -1,0 +1,181 @@
+"""Metrics against independent formulations (brute-force fits, 1-D least squares, counting)."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+from scipy.spatial.transform import Rotation
+
+from jaxpose import metrics
+
+
+def _poses(n, seed=0, joints=17):
+  """Random non-planar root-relative poses, mm."""
+  poses = np.random.default_rng(seed).normal(scale=250.0, size=(n, joints, 3))
+  return poses - poses[:, :1]
+
+
+def _similarity(poses, seed):
+  """Each pose moved by a random rotation, scale and translation."""
+  rng = np.random.default_rng(seed)
+  rotations = Rotation.random(len(poses), random_state=seed).as_matrix()
+  scales = rng.uniform(0.5, 2.0, size=(len(poses), 1, 1))
+  shifts = rng.normal(scale=100.0, size=(len(poses), 1, 3))
+  return scales * poses @ np.swapaxes(rotations, 1, 2) + shifts
+
+
+def _brute_procrustes_mpjpe(pred, gt):
+  """MPJPE after minimising the squared error over axis-angle, log-scale and translation."""
+  def moved(x):
+    return np.exp(x[3]) * pred @ Rotation.from_rotvec(x[:3]).as_matrix().T + x[4:]
+
+  def loss(x):
+    return np.sum((moved(x) - gt)**2) / 1e4
+
+  starts = [np.concatenate([r, [0.0], np.zeros(3)])
+            for r in np.pi / 2 * np.vstack([np.zeros(3), np.eye(3)])]
+  best = min((optimize.minimize(loss, x0, method='BFGS', options=dict(gtol=1e-10))
+              for x0 in starts), key=lambda result: result.fun)
+  return np.mean(np.linalg.norm(moved(best.x) - gt, axis=-1))
+
+
+def test_pa_mpjpe_matches_brute_force_similarity_fit():
+  gt = _poses(4, seed=1)
+  pred = _similarity(gt, seed=2) + np.random.default_rng(3).normal(scale=40.0, size=gt.shape)
+  # A mirror image and an unrelated pose: cross-covariances with det < 0, where an SVD fit
+  # without the sign fix would return a reflection.
+  pred[2] = _similarity(gt[2:3] * np.array([-1.0, 1.0, 1.0]), seed=5)[0]
+  pred[3] = _poses(1, seed=4)[0]
+  expected = [_brute_procrustes_mpjpe(p, g) for p, g in zip(pred, gt)]
+  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt), expected, atol=1e-3)
+
+
+def test_pa_mpjpe_is_invariant_to_a_similarity_of_the_prediction():
+  gt = _poses(5, seed=5)
+  pred = gt + np.random.default_rng(6).normal(scale=30.0, size=gt.shape)
+  np.testing.assert_allclose(metrics.pa_mpjpe(_similarity(pred, seed=7), gt),
+                             metrics.pa_mpjpe(pred, gt), rtol=1e-9)
+  np.testing.assert_allclose(metrics.pa_mpjpe(_similarity(gt, seed=8), gt), 0.0, atol=1e-9)
+
+
+def test_procrustes_never_reflects():
+  gt = _poses(3, seed=9)
+  mirrored = gt * np.array([-1.0, 1.0, 1.0])
+  # A reflection would match the mirror image exactly: the test pose is truly chiral.
+  assert np.all(metrics.pa_mpjpe(mirrored, gt) > 50.0)
+  aligned = metrics.align(mirrored, gt, 'procrustes')
+
+  def handedness(p):
+    return np.sign(np.linalg.det(p[:, 1:4] - p[:, :1]))
+
+  np.testing.assert_array_equal(handedness(aligned), handedness(mirrored))
+
+
+def test_identical_poses_give_zero_error():
+  gt = _poses(3, seed=10)
+  for error in (metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe):
+    np.testing.assert_allclose(error(gt, gt), 0.0, atol=1e-9)
+  np.testing.assert_array_equal(metrics.pck_3d(gt, gt), 100.0)
+  np.testing.assert_allclose(metrics.auc_3d(gt, gt), 100.0 * 30 / 31)  # PCK at 0 mm is 0.
+
+
+def test_n_mpjpe_scale_is_the_1d_least_squares_fit():
+  gt = _poses(3, seed=11)
+  pred = 0.8 * gt + np.random.default_rng(12).normal(scale=50.0, size=gt.shape)
+  mask = np.random.default_rng(13).random(gt.shape[:2]) > 0.3
+  aligned = metrics.align(pred, gt, 'scale', mask)
+  for i in range(len(gt)):
+    scale = np.linalg.lstsq(pred[i][mask[i]].reshape(-1, 1), gt[i][mask[i]].ravel(),
+                            rcond=None)[0][0]
+    np.testing.assert_allclose(aligned[i], scale * pred[i], rtol=1e-12)
+    np.testing.assert_allclose(
+        metrics.n_mpjpe(pred, gt, mask)[i],
+        np.mean(np.linalg.norm(scale * pred[i][mask[i]] - gt[i][mask[i]], axis=-1)))
+
+
+def test_mpjpe_is_the_mean_euclidean_distance():
+  gt = np.zeros((1, 2, 3))
+  pred = np.array([[[3.0, 4.0, 0.0], [0.0, 0.0, 10.0]]])
+  np.testing.assert_allclose(metrics.mpjpe(pred, gt), [7.5])
+
+
+def test_pck_threshold_is_strict():
+  gt = np.round(_poses(1, seed=14))  # Integers: gt + 150 - gt is exactly 150.
+  pred = gt.copy()
+  pred[0, :4, 0] += 150.0
+  pred[0, 4:8, 1] -= 149.0
+  np.testing.assert_allclose(metrics.pck_3d(pred, gt), [100.0 * 13 / 17])
+  np.testing.assert_allclose(metrics.pck_3d(pred, gt, threshold=151.0), [100.0])
+
+
+@pytest.mark.parametrize('error', [0.0, 2.5, 5.0, 72.0, 150.0, 151.0])
+def test_auc_of_a_constant_error_is_the_fraction_of_thresholds_above_it(error):
+  gt = np.round(_poses(2, seed=15))
+  directions = np.eye(3)[np.random.default_rng(16).integers(0, 3, size=gt.shape[:2])]
+  pred = gt + error * directions
+  thresholds = np.arange(0, 151, 5)
+  np.testing.assert_allclose(metrics.auc_3d(pred, gt), 100.0 * np.mean(thresholds > error))
+
+
+def test_pck_accepts_many_thresholds():
+  gt = _poses(4, seed=17)
+  pred = gt + np.random.default_rng(18).normal(scale=60.0, size=gt.shape)
+  thresholds = np.array([30.0, 90.0, 150.0])
+  curve = metrics.pck_3d(pred, gt, threshold=thresholds)
+  assert curve.shape == (4, 3)
+  for t, threshold in enumerate(thresholds):
+    np.testing.assert_allclose(curve[:, t], metrics.pck_3d(pred, gt, threshold=threshold))
+
+
+@pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe,
+                                    metrics.pck_3d, metrics.auc_3d])
+def test_mask_excludes_joints_from_alignment_and_mean(metric):
+  gt = _poses(3, seed=19)
+  pred = _similarity(gt, seed=20) * 0.1 + gt + np.random.default_rng(21).normal(
+      scale=40.0, size=gt.shape)
+  keep = np.ones(17, bool)
+  keep[[3, 9, 13]] = False
+  wild = pred.copy()
+  wild[:, ~keep] += 1e4  # Masked-out joints must not move the fit or the mean.
+  mask = np.broadcast_to(keep, gt.shape[:2])
+  np.testing.assert_allclose(metric(wild, gt, mask), metric(pred[:, keep], gt[:, keep]),
+                             rtol=1e-9, atol=1e-9)
+
+
+def test_an_example_without_masked_joints_gives_nan_without_disturbing_others():
+  gt = _poses(2, seed=22)
+  pred = gt + 10.0
+  mask = np.ones((2, 17), bool)
+  mask[0] = False
+  for metric in (metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe, metrics.pck_3d):
+    values = metric(pred, gt, mask)
+    assert np.isnan(values[0]) and np.isfinite(values[1])
+
+
+@pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe,
+                                    metrics.pck_3d, metrics.auc_3d])
+def test_per_example_shapes(metric):
+  gt = _poses(5, seed=23)
+  assert metric(gt + 1.0, gt).shape == (5,)
+  assert metric(gt + 1.0, gt, np.ones((5, 17), bool)).shape == (5,)
+
+
+def test_align_shapes_and_none_mode():
+  gt = _poses(2, seed=24)
+  pred = gt + 5.0
+  for mode in metrics.ALIGNMENTS:
+    assert metrics.align(pred, gt, mode).shape == gt.shape
+  np.testing.assert_array_equal(metrics.align(pred, gt, 'none'), pred)
+
+
+def test_bad_input_raises_naming_the_argument():
+  gt = _poses(2, seed=25)
+  with pytest.raises(ValueError, match='mode'):
+    metrics.align(gt, gt, 'rigid')
+  with pytest.raises(ValueError, match='pred'):
+    metrics.mpjpe(gt[0], gt[0])
+  with pytest.raises(ValueError, match='gt'):
+    metrics.mpjpe(gt, gt[:, :16])
+  with pytest.raises(ValueError, match='mask'):
+    metrics.pa_mpjpe(gt, gt, np.ones((2, 16), bool))
+  with pytest.raises(ValueError, match='threshold'):
+    metrics.pck_3d(gt, gt, threshold=np.ones((2, 2)))
