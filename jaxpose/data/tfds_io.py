@@ -1,36 +1,29 @@
 """Finding, building and loading jaxpose's TFDS datasets, offline.
 
 The builders live in the repository's top-level ``datasets/<name>/`` folders (the standard
-TFDS layout, so ``tfds build datasets/<name>`` works); this module imports them by path so
-that ``jaxpose`` code can build and load them without ``datasets`` on ``sys.path`` (and
-without clashing with other packages of that name).
+TFDS layout, so ``tfds build datasets/<name>`` works); this module imports them from there,
+so that jaxpose builds and loads them without ``datasets/`` being installed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
 
 import tensorflow_datasets as tfds
 
 DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
 
 
-def builder_module(name: str):
-  """Imports ``datasets/<name>/<name>_dataset_builder.py`` (registering its builder)."""
-  module_name = f'jaxpose_datasets.{name}'
-  if module_name in sys.modules:
-    return sys.modules[module_name]
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+  """Imports ``datasets/<name>/<name>_dataset_builder.py`` the way ``tfds build`` does
+  (as the module ``<name>.<name>_dataset_builder`` with ``datasets/`` on the path), so the
+  builder gets its folder's name, README and citation, and registers only once."""
   path = DATASETS_DIR / name / f'{name}_dataset_builder.py'
   if not path.exists():
-    known = sorted(p.name for p in DATASETS_DIR.iterdir() if p.is_dir()) if DATASETS_DIR.exists() else []
+    known = sorted(p.parent.name for p in DATASETS_DIR.glob('*/*_dataset_builder.py'))
     raise FileNotFoundError(f'no dataset builder {name!r}: expected {path}; known: {known}')
-  spec = importlib.util.spec_from_file_location(module_name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[module_name] = module
-  spec.loader.exec_module(module)
-  return module
+  with tfds.core.utils.add_sys_path(DATASETS_DIR):
+    return tfds.core.community.builder_cls_from_module(f'{name}.{name}_dataset_builder')
 
 
 def get_builder(name: str, data_dir: str,
@@ -40,11 +33,10 @@ def get_builder(name: str, data_dir: str,
   jaxpose reads examples by index (a resumable, deterministic input stream), so datasets
   are stored as array_record; build them with ``tfds build --file_format=array_record``.
   """
-  module = builder_module(name)
   kwargs = dict(data_dir=data_dir, file_format='array_record')
   if config:
     kwargs['config'] = config
-  return module.Builder(**kwargs)
+  return builder_class(name)(**kwargs)
 
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
