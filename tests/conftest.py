@@ -3,6 +3,7 @@ benchmark samples from ../shared/fixtures/real when present."""
 
 import os
 import pathlib
+import tempfile
 
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'])
@@ -15,6 +16,8 @@ from jaxpose import cli  # pylint: disable=g-import-not-at-top
 cli.configure_cpu()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Datasets the tests build (the synthetic smoke splits), once per test process.
+DATA_DIR = tempfile.mkdtemp(prefix='jaxpose_tfds_')
 CONFIGS = REPO / 'configs'
 REAL = REPO.parent / 'shared' / 'fixtures' / 'real'
 
@@ -33,4 +36,6 @@ def load_config(name: str, variant: str | None = 'smoke'):
   spec = importlib.util.spec_from_file_location(f'config_{name}', CONFIGS / f'{name}.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(variant)
+  config = module.get_config(variant)
+  config.data.data_dir = DATA_DIR
+  return config

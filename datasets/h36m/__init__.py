@@ -1,0 +1,1 @@
+"""Human3.6M dataset builder (see h36m_dataset_builder.py)."""

@@ -1,0 +1,1 @@
+"""The synthetic_humans dataset (see README.md)."""

@@ -1,0 +1,78 @@
+"""Orbax checkpoints of the train state, with the config and the input position beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """``workdir/checkpoints/<step>/{state, meta}``; ``meta`` is JSON: the config and the
+  input stream's position."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    # The train loop decides when to save (after the step's loss is known to be finite).
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                             enable_async_checkpointing=True),
+        item_names=('state', 'meta'))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Starts saving in the background (``wait`` blocks until it is on disk)."""
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores into ``abstract_state`` (arrays or ShapeDtypeStructs carrying the target
+    shardings, so a checkpoint restores into any mesh). Returns (state, meta)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    if step not in self.manager.all_steps():
+      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
+                              f'steps there: {sorted(self.manager.all_steps())}')
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+  def read_meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json())
+
+
+def check_model_config(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
+  """Raises if the checkpoint's model config differs from ``config.model``, naming keys."""
+  current = config_to_json(config)
+  differing = {
+      f'model.{k}': (saved['model'].get(k), current['model'].get(k))
+      for k in sorted(set(saved['model']) | set(current['model']))
+      if saved['model'].get(k) != current['model'].get(k)
+  }
+  if saved['data']['input_size'] != current['data']['input_size']:
+    differing['data.input_size'] = (saved['data']['input_size'], current['data']['input_size'])
+  if differing:
+    lines = ', '.join(f'{k}: checkpoint {a!r} vs config {b!r}' for k, (a, b) in differing.items())
+    raise ValueError(f'the checkpoint in {where} was trained with a different model: {lines}')

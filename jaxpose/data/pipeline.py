@@ -1,0 +1,357 @@
+"""The input pipeline: sources mixed inside every batch, augmentation that moves the labels
+with the pixels, and a stream that is deterministic and resumable from a position.
+
+Design. Every source is read by index from its array_record files: example ``i`` of a
+source's stream is record ``perm_e[i mod N]`` with ``e = i div N`` and ``perm_e`` a
+permutation seeded by (seed, source, e), and its augmentation is drawn from a stateless
+RNG seeded by (seed, source, i). A stream is therefore a pure function of its start
+position: resuming at step k means starting every source at ``k × its share of the
+batch``, with nothing to replay. Each process reads its own part of every split
+(``tfds.split_for_jax_process``). Decoding and augmentation run in the tf.data graph.
+
+Augmentation is a similarity map of the pixels, ``u' = A u`` with ``A = [s R F | t]``
+(F a horizontal flip, R an in-plane rotation). The 3D labels follow as ``X' = R3 F3 X``
+(rotation about the optical axis, mirror of x) and the intrinsics as ``f' = s f``,
+``c' = A c``, so that projecting the new 3D with the new intrinsics gives the new 2D.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from jaxpose import geometry
+from jaxpose import skeleton
+from jaxpose.data import crops
+from jaxpose.data import tfds_io
+
+LABEL_KEYS = ('joints_2d', 'joints_2d_valid', 'joints_3d', 'has_3d', 'focal', 'principal',
+              'has_intrinsics')
+META_KEYS = ('subject', 'sequence', 'action', 'scene', 'camera', 'frame')
+
+
+@dataclasses.dataclass
+class Source:
+  """One opened dataset split: this process's share of it, readable by index."""
+  name: str
+  builder: tfds.core.DatasetBuilder
+  split: str
+  records: object  # array_record random-access reader: records[i] -> serialized bytes
+  num_global: int
+
+  def __len__(self):
+    return len(self.records)
+
+
+def open_source(name: str, source_config, data_config) -> Source:
+  """Opens ``source_config`` (see ``jaxpose.config.source``), building it if allowed."""
+  data_dir = os.path.expanduser(data_config.data_dir)
+  builder = tfds_io.get_builder(source_config.dataset, data_dir,
+                                source_config.builder_config or None)
+  if not builder.is_prepared():
+    if not data_config.build_if_missing:
+      raise FileNotFoundError(
+          f'data source {name!r}: dataset {source_config.dataset} is not built under '
+          f'{data_dir} (config.data.data_dir); build it with `tfds build '
+          f'datasets/{source_config.dataset} --file_format=array_record` or set '
+          f'config.data.build_if_missing=True')
+    logging.info('Building %s into %s', builder.info.full_name, data_dir)
+    tfds_io.ensure_built(builder, source_config.manual_dir or None)
+  if source_config.split not in builder.info.splits:
+    raise ValueError(f'data source {name!r}: {builder.info.full_name} has no split '
+                     f'{source_config.split!r}; it has {sorted(builder.info.splits)}')
+  split = tfds.split_for_jax_process(source_config.split)
+  try:
+    records = builder.as_data_source(split).data_source
+  except Exception as e:  # A tfrecord build has no random access.
+    raise ValueError(f'data source {name!r}: cannot read {builder.data_dir} by index '
+                     f'({e}); rebuild it with --file_format=array_record') from e
+  return Source(name, builder, source_config.split, records,
+                builder.info.splits[source_config.split].num_examples)
+
+
+def batch_shares(sources: ml_collections.ConfigDict, batch_size: int) -> dict[str, int]:
+  """Examples of each training source in every (global) batch, from their ``fraction``s
+  (largest remainders, so the shares always add up to the batch)."""
+  names = sorted(sources)
+  if not names:
+    raise ValueError('config.data.train has no sources')
+  fractions = np.array([sources[n].fraction for n in names], np.float64)
+  if np.any(fractions < 0) or fractions.sum() <= 0:
+    raise ValueError(f'config.data.train.*.fraction must be >= 0 and not all 0, got '
+                     f'{dict(zip(names, fractions))}')
+  exact = fractions / fractions.sum() * batch_size
+  shares = np.floor(exact).astype(int)
+  for i in np.argsort(-(exact - shares), kind='stable')[:batch_size - shares.sum()]:
+    shares[i] += 1
+  return {n: int(s) for n, s in zip(names, shares) if s > 0}
+
+
+def training_pose_statistics(sources: list[Source], max_examples: int):
+  """From up to ``max_examples`` examples spread evenly over each 3D source's split:
+  (subjects, bones) mean bone lengths (mm) of each training subject, for the bone loss of
+  2D-only examples, and the (J, 3) mean root-relative pose (mm), the trivial baseline that
+  evaluation reports beside the model."""
+  lengths: dict[str, list[np.ndarray]] = {}
+  poses = []
+  for source in sources:
+    features = source.builder.info.features
+    step = max(1, len(source) // max(1, max_examples))
+    for index in range(0, len(source), step):
+      example = features.deserialize_example_np(
+          source.records[index], decoders={'image': tfds.decode.SkipDecoding()})
+      if example['has_3d']:
+        subject = example['subject']
+        subject = subject.decode() if isinstance(subject, bytes) else str(subject)
+        lengths.setdefault(f'{source.name}/{subject}', []).append(
+            skeleton.bone_lengths(example['joints_3d']))
+        poses.append(geometry.root_centre(example['joints_3d']))
+  if not lengths:
+    return np.zeros((0, skeleton.NUM_BONES), np.float32), None
+  table = np.stack([np.mean(v, axis=0) for _, v in sorted(lengths.items())])
+  return table.astype(np.float32), np.mean(poses, axis=0)
+
+
+# --- Per-example transforms (tf.data graph) ---------------------------------------------
+
+def _similarity(scale, rotation, flip, centre, target):
+  """3×3 float32 map: flip about ``centre``, rotate, scale, move centre onto target (the
+  tf twin of ``geometry.affine_matrix``, for per-example random parameters)."""
+  c, s = tf.cos(rotation), tf.sin(rotation)
+  f = tf.where(flip, -1.0, 1.0)
+  # [s R F | t] with t chosen so that centre lands on target.
+  m = tf.stack([tf.stack([scale * c * f, -scale * s]), tf.stack([scale * s * f, scale * c])])
+  t = target - tf.linalg.matvec(m, centre)
+  return tf.concat([tf.concat([m, t[:, None]], axis=1), [[0.0, 0.0, 1.0]]], axis=0)
+
+
+def _warp(image, matrix, size: int):
+  """Resamples ``image`` so that output pixel u' shows input pixel ``A^-1 u'``."""
+  inverse = tf.linalg.inv(matrix)
+  # TF indexes pixel centres at integers; jaxpose puts them at +0.5.
+  half = tf.constant([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+  inverse = tf.linalg.inv(half) @ inverse @ half
+  params = tf.reshape(inverse, [9])[:8] / inverse[2, 2]
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=tf.cast(image, tf.float32)[None], transforms=params[None],
+      output_shape=[size, size], fill_value=0.0, interpolation='BILINEAR',
+      fill_mode='CONSTANT')
+  return out[0]
+
+
+def _apply(matrix, points):
+  return tf.linalg.matmul(points, matrix[:2, :2], transpose_b=True) + matrix[:2, 2]
+
+
+def transform_example(example: dict, matrix, rotation, flip, input_size: int) -> dict:
+  """Warps the crop by ``matrix`` (which must be [s R(rotation) F(flip) | t]) and moves
+  every label with it."""
+  flip_perm = tf.constant(skeleton.FLIP_PERMUTATION)
+  maybe_flip = lambda x: tf.cond(flip, lambda: tf.gather(x, flip_perm), lambda: x)
+  c, s = tf.cos(rotation), tf.sin(rotation)
+  f = tf.where(flip, -1.0, 1.0)
+  rot3 = tf.stack([[c * f, -s, 0.0], [s * f, c, 0.0], [0.0, 0.0, 1.0]])
+  scale = tf.norm(matrix[:2, 0])
+  has_k = example['has_intrinsics']
+  joints_2d = _apply(matrix, example['joints_2d'])
+  return dict(
+      image=_warp(example['image'], matrix, input_size),
+      joints_2d=maybe_flip(joints_2d),
+      joints_2d_valid=maybe_flip(example['joints_2d_valid']),
+      joints_3d=maybe_flip(tf.linalg.matmul(example['joints_3d'], rot3, transpose_b=True)),
+      has_3d=example['has_3d'],
+      focal=tf.where(has_k, example['focal'] * scale, 0.0),
+      principal=tf.where(has_k, _apply(matrix, example['principal'][None])[0], 0.0),
+      has_intrinsics=has_k,
+  )
+
+
+def _flatten(example: dict) -> dict:
+  example = dict(example)
+  intrinsics = example.pop('intrinsics')
+  example['focal'], example['principal'] = intrinsics['focal'], intrinsics['principal']
+  return example
+
+
+def _crop_geometry(image):
+  """Centre and side of the tight box inside a stored crop (``crops`` convention)."""
+  size = tf.cast(tf.shape(image)[0], tf.float32)
+  return tf.stack([size / 2, size / 2]), size / crops.STORE_MARGIN
+
+
+def eval_example(example: dict, input_size: int) -> dict:
+  """The tight box, no augmentation (the paper's evaluation crop)."""
+  example = _flatten(example)
+  centre, box = _crop_geometry(example['image'])
+  matrix = _similarity(input_size / box, 0.0, tf.constant(False), centre,
+                       tf.constant([input_size / 2] * 2, tf.float32))
+  out = transform_example(example, matrix, tf.constant(0.0), tf.constant(False), input_size)
+  out.update({k: example[k] for k in META_KEYS})
+  return out
+
+
+def train_example(example: dict, seed, input_size: int, augment, bone_table) -> dict:
+  """Random similarity + colour jitter; a reference subject for the bone-length loss."""
+  example = _flatten(example)
+  seeds = tf.random.experimental.stateless_split(seed, 8)
+  uniform = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
+  centre, box = _crop_geometry(example['image'])
+  scale = uniform(0, 1.0 - augment.scale, 1.0 + augment.scale)
+  rotation = uniform(1, -1.0, 1.0) * math.radians(augment.rotation_deg)
+  flip = tf.logical_and(tf.constant(augment.flip), uniform(2, 0.0, 1.0) < 0.5)
+  shift = tf.stack([uniform(3, -1.0, 1.0), uniform(4, -1.0, 1.0)]) * augment.translation
+  matrix = _similarity(input_size / (box * scale), rotation, flip, centre,
+                       (0.5 + shift) * input_size)
+  out = transform_example(example, matrix, rotation, flip, input_size)
+  if augment.color > 0:
+    image = out['image'] / 255.0
+    image = tf.image.stateless_random_brightness(image, augment.color, seeds[5])
+    image = tf.image.stateless_random_contrast(image, 1 - augment.color, 1 + augment.color,
+                                               seeds[6])
+    image = tf.image.stateless_random_saturation(image, 1 - augment.color,
+                                                 1 + augment.color, seeds[7])
+    out['image'] = tf.clip_by_value(image, 0.0, 1.0) * 255.0
+  num_subjects = bone_table.shape[0]
+  if num_subjects:
+    pick = tf.random.stateless_uniform([], seeds[0] + 1, 0, num_subjects, dtype=tf.int32)
+    out['ref_bone_lengths'] = tf.gather(tf.constant(bone_table), pick)
+  else:
+    out['ref_bone_lengths'] = tf.zeros([skeleton.NUM_BONES])
+  out['has_ref_bones'] = tf.constant(num_subjects > 0)
+  return out
+
+
+# --- Streams ------------------------------------------------------------------------------
+
+class _EpochPermutations:
+  """``perm(e)[p]``: the record read at position p of epoch e (one epoch kept cached)."""
+
+  def __init__(self, size: int, seed: tuple[int, ...]):
+    self.size, self.seed = size, seed
+    self.epoch, self.perm = -1, None
+
+  def __call__(self, index: int) -> int:
+    epoch, position = divmod(index, self.size)
+    if epoch != self.epoch:
+      self.perm = np.random.default_rng((*self.seed, epoch)).permutation(self.size)
+      self.epoch = epoch
+    return int(self.perm[position])
+
+
+def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bool) -> tf.data.Dataset:
+  """(index, parsed example) from position ``start`` on, forever if ``shuffle``."""
+  if len(source) == 0:
+    raise ValueError(f'data source {source.name!r}: split {source.split!r} has no '
+                     f'examples for process {jax.process_index()}')
+  record_of = _EpochPermutations(len(source), seed) if shuffle else (lambda i: i)
+  fetch = lambda i: source.records[record_of(int(i))]
+  stop = np.iinfo(np.int64).max if shuffle else len(source)
+  indices = tf.data.Dataset.range(start, stop)
+  features = source.builder.info.features
+
+  def read(index):
+    record = tf.numpy_function(fetch, [index], tf.string, stateful=False)
+    return index, features.deserialize_example(record)
+
+  return indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+class TrainStream:
+  """Iterator of host-local training batches (numpy) mixing the configured sources.
+
+  ``position`` maps each source to the number of its examples this process has consumed:
+  saving it with a checkpoint and passing it back resumes the exact same stream.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, position: dict[str, int] | None = None):
+    data = config.data
+    process_count = jax.process_count()
+    shares = batch_shares(data.train, config.batch_size)
+    for name, share in shares.items():
+      if share % process_count:
+        raise ValueError(f'data source {name!r} gets {share} examples per batch, not '
+                         f'divisible by {process_count} processes; adjust its fraction or '
+                         f'config.batch_size')
+    self.local_shares = {n: s // process_count for n, s in shares.items()}
+    self.sources = {n: open_source(n, data.train[n], data) for n in self.local_shares}
+    self.position = {n: 0 for n in self.local_shares}
+    self.position.update(position or {})
+    self.bone_table, self.mean_pose = training_pose_statistics(
+        list(self.sources.values()), data.pose_statistics_examples)
+    streams = []
+    for source_id, (name, share) in enumerate(sorted(self.local_shares.items())):
+      key = (config.seed, source_id, jax.process_index())
+      # Augmentation of stream position i: a stateless RNG seeded by (key, i).
+      key_int = int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
+      parse = lambda i, ex, k=key_int: train_example(
+          ex, tf.stack([tf.constant(k, tf.int64), i]), data.input_size, data.augment,
+          self.bone_table)
+      ds = _index_stream(self.sources[name], self.position[name], key, shuffle=True)
+      ds = ds.map(parse, num_parallel_calls=data.num_parallel_calls, deterministic=True)
+      streams.append(ds.batch(share, drop_remainder=True))
+    ds = tf.data.Dataset.zip(tuple(streams)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    options = tf.data.Options()
+    options.deterministic = True
+    self._iterator = ds.with_options(options).prefetch(data.prefetch).as_numpy_iterator()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._iterator)
+    for name, share in self.local_shares.items():
+      self.position[name] += share
+    batch['image'] = batch['image'].astype(np.uint8)
+    return batch
+
+
+def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
+                 local_batch_size: int) -> Iterator[tuple[dict, dict]]:
+  """(arrays, metadata) host-local batches of an evaluation split, in order.
+
+  The last batches are padded with copies of the first example and ``mask`` False, and
+  every process yields the same number of batches, so each example counts exactly once
+  whatever the batch size and the number of processes.
+  """
+  source = open_source(name, source_config, config.data)
+  count = len(source)
+  if source_config.max_examples:
+    count = min(count, source_config.max_examples)
+  per_process = math.ceil(min(source.num_global, source_config.max_examples or math.inf)
+                          / jax.process_count())
+  num_batches = math.ceil(per_process / local_batch_size)
+  ds = _index_stream(source, 0, (), shuffle=False).take(count)
+  ds = ds.map(lambda _, ex: eval_example(ex, config.data.input_size),
+              num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+  ds = ds.batch(local_batch_size).prefetch(config.data.prefetch)
+  batches = iter(ds.as_numpy_iterator())
+  template = None
+  for _ in range(num_batches):
+    batch = next(batches, None)
+    if template is None:
+      if batch is None:
+        raise ValueError(f'evaluation source {name!r} has no examples for process '
+                         f'{jax.process_index()}')
+      template = jax.tree.map(lambda x: x[:1], batch)
+    if batch is None:
+      batch = jax.tree.map(lambda x: x[:0], template)
+    n = len(batch['has_3d'])
+    pad = local_batch_size - n
+    batch = jax.tree.map(lambda x, t: np.concatenate([x, np.repeat(t, pad, 0)]),
+                         batch, template)
+    batch['mask'] = np.arange(local_batch_size) < n
+    meta = {k: batch.pop(k) for k in META_KEYS}
+    meta = {k: np.char.decode(v.astype(bytes)) if v.dtype.kind in 'SO' else v
+            for k, v in meta.items()}
+    batch['image'] = batch['image'].astype(np.uint8)
+    yield batch, meta

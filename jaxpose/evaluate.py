@@ -1,0 +1,190 @@
+"""Restore a checkpoint and evaluate it on every evaluation split of its config.
+
+``python -m jaxpose.evaluate --config=configs/synthetic.py --workdir=DIR [--step=N]``
+writes, for each split, ``DIR/eval/<dataset>_<split>.json`` (the protocol's report),
+``.md`` (its tables) and ``_pck.png`` (PCK against threshold). The train loop calls
+``evaluate_all`` periodically with the live state.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+from absl import logging
+from jax.experimental import multihost_utils
+
+from jaxpose import checkpoint
+from jaxpose import cli
+from jaxpose import geometry
+from jaxpose import metrics
+from jaxpose import parallel
+from jaxpose import protocols
+from jaxpose import train
+from jaxpose import visualize
+from jaxpose.data import pipeline
+from jaxpose.models import posenet
+
+flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
+
+
+def predict(state: train.TrainState, batch: dict, *, model: posenet.PoseNet,
+            config: ml_collections.ConfigDict) -> dict:
+  """Root-relative 3D in the real camera frame (perspective-corrected) and 2D in the crop."""
+  outputs = model.apply(state.variables(), batch['image'], train=False)
+  pose = outputs['pose_3d']
+  if config.data.virtual_camera:
+    rotation = geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
+                                                batch['has_intrinsics'], config.data.input_size)
+    pose = geometry.correct_perspective(pose, rotation)
+  return dict(pose_3d=pose, pose_2d=outputs['pose_2d'])
+
+
+def _gather(tree):
+  """Host-local numpy rows of every process, concatenated in process order."""
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, predict_fn,
+                   state, mesh, mean_pose=None) -> dict:
+  """Runs ``predict_fn`` over one split and scores it with the split's protocol."""
+  local_batch_size = config.eval_batch_size // jax.process_count()
+  if local_batch_size * jax.process_count() != config.eval_batch_size:
+    raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
+                     f'{jax.process_count()} processes')
+  rows = {k: [] for k in ('pred', 'gt', 'valid', 'has_3d', 'mask')}
+  meta_rows = {k: [] for k in pipeline.META_KEYS}
+  for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size):
+    arrays = {k: v for k, v in batch.items() if k != 'mask'}
+    out = predict_fn(state, parallel.to_global(arrays, mesh))
+    rows['pred'].append(_local_rows(out['pose_3d']))
+    rows['gt'].append(geometry.root_centre(batch['joints_3d']))
+    rows['valid'].append(batch['joints_2d_valid'])
+    rows['has_3d'].append(batch['has_3d'])
+    rows['mask'].append(batch['mask'])
+    for k, v in meta.items():
+      meta_rows[k].append(v)
+  local = {k: np.concatenate(v) for k, v in rows.items()}
+  meta = {k: np.concatenate(v) for k, v in meta_rows.items()}
+  if jax.process_count() > 1:
+    local = _gather(local)
+    meta = {k: _gather_strings(v) if v.dtype.kind == 'U' else _gather(v) for k, v in meta.items()}
+  keep = local['mask'] & local['has_3d']
+  if not keep.any():
+    raise ValueError(f'evaluation source {name!r} has no examples with 3D labels')
+  pred, gt = local['pred'][keep].astype(np.float64), local['gt'][keep].astype(np.float64)
+  # Every joint of a 3D-labelled example has a 3D label (2D validity is about the crop).
+  valid = np.ones_like(local['valid'][keep])
+  meta = {k: v[keep] for k, v in meta.items()}
+  report = protocols.evaluate(source_config.protocol, pred, gt, valid, meta)
+  if mean_pose is not None:
+    baseline = np.broadcast_to(np.asarray(mean_pose, np.float64), gt.shape)
+    report['mean_pose_mpjpe'] = float(metrics.mpjpe(baseline, gt).mean())
+  report['source'] = dict(dataset=source_config.dataset, split=source_config.split,
+                          builder_config=source_config.builder_config)
+  return report, (pred, gt, valid)
+
+
+def _gather_strings(values: np.ndarray) -> np.ndarray:
+  width = max(1, int(multihost_utils.process_allgather(
+      np.array(max((len(v.encode()) for v in values), default=0)), tiled=False).max()))
+  codes = np.zeros((len(values), width), np.uint8)
+  for i, v in enumerate(values):
+    b = v.encode()
+    codes[i, :len(b)] = np.frombuffer(b, np.uint8)
+  codes = _gather(codes)
+  return np.array([bytes(c).rstrip(b'\0').decode() for c in codes])
+
+
+def evaluate_all(config: ml_collections.ConfigDict, model, state, mesh, shardings,
+                 workdir: str, step: int, writer=None, mean_pose=None) -> dict:
+  """Evaluates every split of ``config.data.eval``; writes JSON, Markdown and a PCK plot
+  per split under ``workdir/eval`` and scalars to ``writer``. Returns the reports."""
+  predict_fn = parallel.jit_predict(functools.partial(predict, model=model, config=config),
+                                    mesh, shardings)
+  out_dir = os.path.join(workdir, 'eval')
+  reports = {}
+  for name in sorted(config.data.eval):
+    source_config = config.data.eval[name]
+    report, (pred, gt, valid) = evaluate_split(name, source_config, config, predict_fn,
+                                               state, mesh, mean_pose)
+    report['step'] = int(step)
+    reports[name] = report
+    summary = {k: report[k] for k in ('mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc',
+                                      'mean_pose_mpjpe') if k in report}
+    logging.info('Evaluation %s at step %d (%d examples): %s', name, step,
+                 report['num_examples'], summary)
+    if writer is not None:
+      writer.write_scalars(step, {f'eval/{name}/{k}': v for k, v in summary.items()})
+    if jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      stem = os.path.join(out_dir, f'{source_config.dataset}_{source_config.split}')
+      with open(stem + '.json', 'w') as f:
+        json.dump(report, f, indent=1)
+      with open(stem + '.md', 'w') as f:
+        f.write(protocols.to_markdown(report))
+      protocols.plot_pck(pred, gt, valid, stem + '_pck.png')
+  return reports
+
+
+def prediction_pictures(model, state, local_batch: dict, max_images: int = 8) -> np.ndarray:
+  """Input crops with the labelled 2D skeleton (left) and the predicted one (right: the
+  camera head's projection of the 3D prediction), for TensorBoard."""
+  n = min(max_images, len(local_batch['image']))
+  # Pictures are small and rare: run them unsharded on this process's first examples.
+  variables = jax.tree.map(_local_rows_or_array, state.variables())
+  outputs = jax.jit(functools.partial(model.apply, train=False))(
+      variables, local_batch['image'][:n])
+  pictures = []
+  for i in range(n):
+    image = np.asarray(local_batch['image'][i], np.uint8)
+    labelled = visualize.draw_skeleton_2d(image, local_batch['joints_2d'][i],
+                                          local_batch['joints_2d_valid'][i], width=1)
+    predicted = visualize.draw_skeleton_2d(image, np.asarray(outputs['pose_2d'][i]), width=1)
+    pictures.append(np.concatenate([labelled, predicted], axis=1))
+  return np.stack(pictures)
+
+
+def _local_rows_or_array(x):
+  return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x
+
+
+def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                         step: int | None = None) -> dict:
+  """Restores ``workdir``'s checkpoint (the latest, or ``step``) into the current mesh and
+  evaluates it on every evaluation split of ``config``."""
+  ckpt = checkpoint.Checkpointer(workdir)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train first with '
+                            f'`python -m jaxpose.train --config=... --workdir={workdir}`')
+  meta = ckpt.read_meta(step)
+  checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+  mesh = parallel.make_mesh()
+  model = posenet.create(config.model)
+  state, shardings = train.create_train_state(config, mesh, model,
+                                              train.make_optimizer(config.optim))
+  state, meta = ckpt.restore(state, step)
+  ckpt.close()
+  return evaluate_all(config, model, state, mesh, shardings, workdir, int(state.step),
+                      mean_pose=meta.get('mean_training_pose'))
+
+
+def main(argv):
+  del argv
+  reports = restore_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir, cli.FLAGS.step)
+  for name, report in reports.items():
+    print(f'## {name}\n\n{protocols.to_markdown(report)}')
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,203 @@
+"""The synthetic humans: poses inside their limits, exact labels, splits, and pictures."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from jaxpose import geometry, skeleton, visualize
+from jaxpose.data import crops, synthetic, tfds_io
+
+J = skeleton.JOINT_INDEX
+SIDES = ('l', 'r')
+
+
+def _angle(u, v):
+  cos = u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+  return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def test_rendering_is_a_function_of_split_and_index():
+  a, b = synthetic.render_sample('wild_train', 5), synthetic.render_sample('wild_train', 5)
+  np.testing.assert_array_equal(a.image, b.image)
+  np.testing.assert_array_equal(a.joints_2d, b.joints_2d)
+  np.testing.assert_array_equal(a.joints_3d, b.joints_3d)
+  for other in (synthetic.render_sample('wild_train', 6),
+                synthetic.render_sample('wild_test', 5)):
+    assert np.abs(other.image.astype(int) - a.image).mean() > 10
+    assert np.abs(other.joints_3d - a.joints_3d).max() > 10
+
+
+@pytest.mark.parametrize('split', ['studio_test', 'wild_test'])
+def test_labels_are_exact_and_match_the_pixels(split):
+  for index in range(25):
+    example = synthetic.make_example(split, index)
+    focal, principal = example['intrinsics']['focal'], example['intrinsics']['principal']
+    projected = geometry.project(example['joints_3d'].astype(np.float64), focal, principal)
+    # Exact up to float32 storage, well inside the 0.5 px the labels promise.
+    np.testing.assert_allclose(projected, example['joints_2d'], atol=0.01)
+    # Every joint lies inside the body, so it projects onto the person's silhouette.
+    sample = synthetic.render_sample(split, index)
+    silhouette = ndimage.binary_dilation(sample.mask, iterations=2)
+    cols, rows = np.floor(sample.joints_2d).astype(int).T
+    assert silhouette[rows, cols].all(), (split, index)
+
+
+def test_crop_follows_the_tight_box_convention():
+  size = 192
+  for split in synthetic.SPLITS:
+    for index in range(10):
+      joints = synthetic.make_example(split, index, size)['joints_2d']
+      centre, side = crops.tight_box(joints, np.ones(len(joints), bool))
+      np.testing.assert_allclose(centre, [size / 2, size / 2], atol=1e-3)
+      np.testing.assert_allclose(side, size / crops.STORE_MARGIN, atol=1e-3)
+
+
+def test_subjects_keep_their_bone_lengths_within_bounds():
+  lo, hi = synthetic.bone_length_bounds()
+  for index in synthetic.TRAIN_SUBJECTS + synthetic.TEST_SUBJECTS:
+    lengths = synthetic.make_subject(index).bone_lengths
+    assert np.all((lo <= lengths) & (lengths <= hi))
+    np.testing.assert_array_equal(lengths[skeleton.FLIP_PERMUTATION[1:] - 1], lengths)
+  for split in synthetic.SPLITS:
+    for index in range(10):
+      sample = synthetic.render_sample(split, index)
+      np.testing.assert_allclose(skeleton.bone_lengths(sample.joints_3d),
+                                 sample.subject.bone_lengths, atol=1e-3)
+
+
+def test_poses_respect_the_joint_limits():
+  rng = np.random.default_rng(0)
+  lengths = synthetic.TEMPLATE_BONE_LENGTHS
+  for _ in range(300):
+    angles, joints, frames = synthetic.sample_pose(rng, lengths)
+    assert set(angles) == set(synthetic.JOINT_LIMITS)
+    for name, value in angles.items():
+      lo, hi = synthetic.JOINT_LIMITS[name]
+      assert lo <= value <= hi, name
+    assert synthetic.arms_clear_of_torso(joints)
+    # The angles mean what the table says, measured on the joints.
+    pelvis_left, pelvis_forward = frames['pelvis'][:, 0], frames['pelvis'][:, 2]
+    thorax_down = -frames['thorax'][:, 1]
+    for side in SIDES:
+      hip, knee, ankle = (joints[J[f'{side}_{n}']] for n in ('hip', 'knee', 'ankle'))
+      shoulder, elbow, wrist = (joints[J[f'{side}_{n}']] for n in ('shoulder', 'elbow', 'wrist'))
+      thigh, shank = knee - hip, ankle - knee
+      np.testing.assert_allclose(thigh @ pelvis_forward / np.linalg.norm(thigh),
+                                 np.sin(np.radians(angles[f'{side}_hip_flexion'])), atol=1e-9)
+      np.testing.assert_allclose(_angle(thigh, shank), angles[f'{side}_knee_flexion'], atol=1e-6)
+      if angles[f'{side}_knee_flexion'] > 1:  # the knee never bends forwards
+        assert np.cross(thigh, shank) @ pelvis_left > 0
+      np.testing.assert_allclose(_angle(elbow - shoulder, thorax_down),
+                                 angles[f'{side}_shoulder_elevation'], atol=1e-6)
+      np.testing.assert_allclose(_angle(elbow - shoulder, wrist - elbow),
+                                 angles[f'{side}_elbow_flexion'], atol=1e-6)
+
+
+def test_arm_inside_the_torso_is_caught():
+  angles = {name: 0.0 for name in synthetic.JOINT_LIMITS}
+  joints, _ = synthetic.forward_kinematics(angles, synthetic.TEMPLATE_BONE_LENGTHS)
+  assert synthetic.arms_clear_of_torso(joints)
+  inside = joints.copy()
+  inside[J['l_wrist']] = (joints[J['spine']] + joints[J['thorax']]) / 2
+  assert not synthetic.arms_clear_of_torso(inside)
+
+
+def test_splits_and_their_labels():
+  for index in range(5):
+    wild = synthetic.make_example('wild_train', index)
+    assert not wild['has_3d'] and not wild['has_intrinsics']
+    assert not wild['joints_3d'].any()
+    assert not wild['intrinsics']['focal'].any() and not wild['intrinsics']['principal'].any()
+    for split in ('studio_train', 'studio_test', 'wild_test'):
+      example = synthetic.make_example(split, index)
+      assert example['has_3d'] and example['has_intrinsics']
+      assert (example['joints_3d'][:, 2] > 2000).all()
+      assert example['joints_2d_valid'].all()
+      assert example['sequence'] == split and example['frame'] == index
+      assert example['scene'] == synthetic.SPLITS[split].domain
+  assert not set(synthetic.TRAIN_SUBJECTS) & set(synthetic.TEST_SUBJECTS)
+  seen = {split: {synthetic.make_example(split, i)['subject'] for i in range(30)}
+          for split in synthetic.SPLITS}
+  train, test = seen['studio_train'] | seen['wild_train'], seen['studio_test'] | seen['wild_test']
+  assert not train & test
+  assert all(name.startswith('synth_') for name in train | test)
+
+
+def test_bad_arguments_are_named():
+  with pytest.raises(ValueError, match='split'):
+    synthetic.render_sample('mpii', 0)
+  with pytest.raises(ValueError, match='image_size'):
+    synthetic.render_sample('studio_train', 0, image_size=8)
+  with pytest.raises(ValueError, match='bone_lengths'):
+    synthetic.forward_kinematics({n: 0.0 for n in synthetic.JOINT_LIMITS}, np.ones(3))
+
+
+def test_built_dataset_holds_the_generated_examples(tmp_path):
+  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  tfds_io.ensure_built(builder)
+  assert {s: builder.info.splits[s].num_examples for s in synthetic.SPLITS} == {
+      'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}
+  records = builder.as_data_source('studio_test')
+  stored = records[0]
+  expected = synthetic.make_example('studio_test', int(stored['frame']))
+  np.testing.assert_allclose(stored['joints_2d'], expected['joints_2d'])
+  np.testing.assert_allclose(stored['joints_3d'], expected['joints_3d'])
+  assert stored['subject'].decode() == expected['subject']
+  # JPEG-compressed, so close rather than equal.
+  assert np.abs(stored['image'].astype(int) - expected['image']).mean() < 3
+
+
+def _distance_to_segments(points, starts, ends):
+  """(P,) distance from each of (P, 2) points to the nearest of the (S, 2) segments."""
+  d = ends - starts
+  t = np.clip(np.einsum('psk,sk->ps', points[:, None] - starts, d)
+              / np.maximum((d * d).sum(-1), 1e-9), 0, 1)
+  nearest = starts + t[..., None] * d
+  return np.linalg.norm(points[:, None] - nearest, axis=-1).min(axis=1)
+
+
+def test_draw_skeleton_changes_only_pixels_near_drawn_bones():
+  rng = np.random.default_rng(1)
+  image = np.full((96, 128, 3), 128, np.uint8)
+  joints = rng.uniform((10, 10), (118, 86), (skeleton.NUM_JOINTS, 2))
+  valid = np.ones(skeleton.NUM_JOINTS, bool)
+  valid[J['l_wrist']] = False
+  width, radius, outline = 2, 2.0, 1
+  drawn = visualize.draw_skeleton_2d(image, joints, valid, width=width, joint_radius=radius,
+                                     outline=outline)
+  assert drawn.dtype == np.uint8 and drawn.shape == image.shape
+  np.testing.assert_array_equal(image, 128)  # the input is left alone
+
+  changed = np.argwhere((drawn != image).any(-1))[:, ::-1] + 0.5  # pixel centres (x, y)
+  bones = np.array([(p, c) for p, c in skeleton.BONES if valid[p] and valid[c]])
+  starts = np.concatenate([joints[bones[:, 0]], joints[valid]])  # joints as 0-length bones
+  ends = np.concatenate([joints[bones[:, 1]], joints[valid]])
+  reach = max(width / 2, radius) + outline + 1.5  # + a pixel diagonal for rasterisation
+  assert _distance_to_segments(changed, starts, ends).max() <= reach
+  # Each drawn bone is visible at its middle, in its side's colour or the outline.
+  for parent, child in bones:
+    x, y = np.floor((joints[parent] + joints[child]) / 2).astype(int)
+    assert (drawn[y, x] != 128).any()
+  # The bone to the invalid wrist is not drawn: far from every other bone, nothing changed.
+  elbow, wrist = joints[J['l_elbow']], joints[J['l_wrist']]
+  probe = elbow + 0.75 * (wrist - elbow)
+  if _distance_to_segments(probe[None], starts, ends)[0] > reach + 1:
+    x, y = np.floor(probe).astype(int)
+    np.testing.assert_array_equal(drawn[y, x], 128)
+
+
+def test_image_grid_tiles_in_rows():
+  images = [np.full((4, 6, 3), i, np.uint8) for i in range(5)]
+  grid = visualize.image_grid(images, cols=2, pad=1, fill=255)
+  assert grid.shape == (3 * 5 + 1, 2 * 7 + 1, 3)
+  assert (grid[1:5, 8:14] == 1).all() and (grid[11:15, 1:7] == 4).all()
+  assert (grid[11:15, 8:14] == 255).all()
+  with pytest.raises(ValueError, match='cols'):
+    visualize.image_grid(images, cols=0)
+
+
+def test_command_line_writes_the_sample_sheet(tmp_path):
+  synthetic.main(['--show', '2', '--out', str(tmp_path), '--image_size', '64'])
+  sheet = np.asarray(Image.open(tmp_path / 'synthetic_samples.png'))
+  assert sheet.shape == (2 * 66 + 2, 2 * 66 + 2, 3)

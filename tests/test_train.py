@@ -1,0 +1,132 @@
+"""The train step and loop: sharding, resumption, and stopping on a non-finite loss."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from jaxpose import checkpoint
+from jaxpose import parallel
+from jaxpose import skeleton
+from jaxpose import train
+from jaxpose.models import posenet
+from conftest import load_config
+
+J = skeleton.NUM_JOINTS
+
+
+def fake_batch(config, n, seed=0):
+  """A batch with every field the step reads: half 3D-labelled, half 2D-only."""
+  rng = np.random.default_rng(seed)
+  size = config.data.input_size
+  joints_3d = rng.normal(0, 300, (n, J, 3)).astype(np.float32) + [0, 0, 5000]
+  return dict(
+      image=rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8),
+      joints_2d=rng.uniform(0, size, (n, J, 2)).astype(np.float32),
+      joints_2d_valid=rng.uniform(size=(n, J)) > 0.1,
+      joints_3d=joints_3d,
+      has_3d=np.arange(n) % 2 == 0,
+      focal=np.full((n, 2), 100.0, np.float32),
+      principal=rng.uniform(0, size, (n, 2)).astype(np.float32),
+      has_intrinsics=np.arange(n) % 2 == 0,
+      ref_bone_lengths=rng.uniform(100, 400, (n, skeleton.NUM_BONES)).astype(np.float32),
+      has_ref_bones=np.ones(n, bool),
+  )
+
+
+def _run_steps(config, devices, batches):
+  mesh = parallel.make_mesh(devices)
+  model = posenet.create(config.model)
+  tx = train.make_optimizer(config.optim)
+  state, shardings = train.create_train_state(config, mesh, model, tx)
+  step = parallel.jit_train_step(
+      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  for batch in batches:
+    state, metrics = step(state, parallel.to_global(batch, mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize('fsdp', [False, True])
+def test_sharded_step_equals_single_device(fsdp):
+  assert jax.device_count() == 8
+  config = load_config('synthetic')
+  config.fsdp = fsdp
+  batches = [fake_batch(config, 8, seed) for seed in range(2)]
+  one, m1 = _run_steps(config, jax.devices()[:1], batches)
+  eight, m8 = _run_steps(config, jax.devices(), batches)
+  diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                      (one.params, one.batch_stats), (eight.params, eight.batch_stats))
+  assert max(jax.tree.leaves(diff)) < 1e-5
+  np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-5)
+  assert int(eight.step) == 2
+
+
+def test_step_reduces_the_loss_on_a_repeated_batch():
+  config = load_config('synthetic')
+  batch = fake_batch(config, 8)
+  _, first = _run_steps(config, jax.devices()[:1], [batch])
+  _, later = _run_steps(config, jax.devices()[:1], [batch] * 8)
+  assert later['loss'] < first['loss']
+  assert set(first) >= {'loss', 'loss_pose_3d', 'loss_bone', 'loss_heatmap',
+                        'loss_projection', 'grad_norm', 'learning_rate'}
+
+
+def test_pretrained_learning_rate_multiplier():
+  config = load_config('synthetic')
+  config.optim.pretrained_lr_multiplier = 0.0
+  batch = fake_batch(config, 8)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = posenet.create(config.model)
+  tx = train.make_optimizer(config.optim)
+  state, shardings = train.create_train_state(config, mesh, model, tx)
+  before = jax.device_get(state.params)
+  step = parallel.jit_train_step(
+      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  after = jax.device_get(step(state, parallel.to_global(batch, mesh))[0].params)
+  moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
+  assert not any(jax.tree.leaves(moved['backbone']))
+  assert all(jax.tree.leaves(moved['lifter_0']))
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+  config = load_config('synthetic')
+  config.total_steps = 4
+  config.checkpoint_every_steps = 2
+  config.image_every_steps = 0
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+  config.total_steps = 2           # "killed" after the checkpoint of step 2 ...
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.total_steps = 4           # ... and started again in the same workdir.
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                      full.params, resumed.params)
+  assert max(jax.tree.leaves(diff)) < 1e-6
+  meta = checkpoint.Checkpointer(str(tmp_path / 'resumed')).read_meta()
+  assert meta['data_position'] == {'studio': 16, 'wild': 16}
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  config = load_config('synthetic')
+  config.total_steps = 6
+  config.checkpoint_every_steps = 2
+  config.image_every_steps = 0
+  original = train.pipeline.TrainStream.__next__
+
+  def poisoned(self):
+    batch = original(self)
+    if self.position['studio'] > 4 * 4:   # the 5th batch
+      batch['joints_3d'] = np.full_like(batch['joints_3d'], np.nan)
+    return batch
+
+  monkeypatch.setattr(train.pipeline.TrainStream, '__next__', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match=r'step 5: .*loss_pose_3d=nan'):
+    train.train_and_evaluate(config, str(tmp_path))
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() == 4
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = posenet.create(config.model)
+  state, _ = train.create_train_state(config, mesh, model, train.make_optimizer(config.optim))
+  restored, _ = ckpt.restore(state)
+  assert int(restored.step) == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.params)))
