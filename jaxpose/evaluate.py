@@ -64,7 +64,10 @@ def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, 
                      f'{jax.process_count()} processes')
   rows = {k: [] for k in ('pred', 'gt', 'valid', 'has_3d', 'mask')}
   meta_rows = {k: [] for k in pipeline.META_KEYS}
-  for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size):
+  local_devices = len(mesh.local_devices)
+  padded_size = -(-local_batch_size // local_devices) * local_devices
+  for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size,
+                                           padded_size):
     arrays = {k: v for k, v in batch.items() if k != 'mask'}
     out = predict_fn(state, parallel.to_global(arrays, mesh))
     rows['pred'].append(_local_rows(out['pose_3d']))

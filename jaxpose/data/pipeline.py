@@ -316,13 +316,17 @@ class TrainStream:
 
 
 def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
-                 local_batch_size: int) -> Iterator[tuple[dict, dict]]:
+                 local_batch_size: int, padded_size: int | None = None
+                 ) -> Iterator[tuple[dict, dict]]:
   """(arrays, metadata) host-local batches of an evaluation split, in order.
 
-  The last batches are padded with copies of the first example and ``mask`` False, and
-  every process yields the same number of batches, so each example counts exactly once
-  whatever the batch size and the number of processes.
+  Each batch holds up to ``local_batch_size`` examples padded to ``padded_size`` (default:
+  the same; a multiple of the local device count lets any batch size be sharded) with
+  copies of the first example and ``mask`` False. Every process yields the same number of
+  batches, so each example counts exactly once whatever the batch size and the number of
+  devices and processes.
   """
+  padded_size = padded_size or local_batch_size
   source = open_source(name, source_config, config.data)
   count = len(source)
   if source_config.max_examples:
@@ -346,10 +350,10 @@ def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
     if batch is None:
       batch = jax.tree.map(lambda x: x[:0], template)
     n = len(batch['has_3d'])
-    pad = local_batch_size - n
+    pad = padded_size - n
     batch = jax.tree.map(lambda x, t: np.concatenate([x, np.repeat(t, pad, 0)]),
                          batch, template)
-    batch['mask'] = np.arange(local_batch_size) < n
+    batch['mask'] = np.arange(padded_size) < n
     meta = {k: batch.pop(k) for k in META_KEYS}
     meta = {k: np.char.decode(v.astype(bytes)) if v.dtype.kind in 'SO' else v
             for k, v in meta.items()}

@@ -1,0 +1,95 @@
+"""Restore-and-evaluate: every example counts once whatever the batch size and the devices,
+and the named errors."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxpose import checkpoint
+from jaxpose import evaluate
+from jaxpose import parallel
+from jaxpose import train
+from jaxpose.models import posenet
+from conftest import load_config
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  config = load_config('synthetic')
+  config.total_steps = 2
+  config.image_every_steps = 0
+  workdir = str(tmp_path_factory.mktemp('evaluate'))
+  state = train.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
+def test_metrics_do_not_depend_on_batch_size_or_devices(trained):
+  config, _, state = trained
+  config = config.copy_and_resolve_references()
+  config.data.eval.wild_test.max_examples = 0   # all 32 examples of the smoke split
+  model = posenet.create(config.model)
+  results = {}
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.make_mesh(devices)
+    _, shardings = train.create_train_state(config, mesh, model,
+                                            train.make_optimizer(config.optim))
+    placed = jax.device_put(jax.device_get(state), shardings)
+    predict_fn = parallel.jit_predict(
+        lambda s, b: evaluate.predict(s, b, model=model, config=config), mesh, shardings)
+    for batch_size in (1, 7, 32):
+      config.eval_batch_size = batch_size
+      report, _ = evaluate.evaluate_split('wild_test', config.data.eval.wild_test, config,
+                                          predict_fn, placed, mesh)
+      results[len(devices), batch_size] = report
+  reference = results[1, 32]
+  assert reference['num_examples'] == 32
+  for key, report in results.items():
+    assert report['num_examples'] == 32, key
+    for metric in ('mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc'):
+      assert abs(report[metric] - reference[metric]) < 1e-4, (key, metric)
+
+
+def test_restore_and_evaluate_writes_reports(trained):
+  config, workdir, _ = trained
+  reports = evaluate.restore_and_evaluate(config, workdir)
+  assert set(reports) == {'wild_test', 'studio_test'}
+  with open(f'{workdir}/eval/synthetic_humans_wild_test.json') as f:
+    saved = json.load(f)
+  assert saved['step'] == 2 and saved['num_examples'] == 16
+  assert saved['mean_pose_mpjpe'] > 0
+  with open(f'{workdir}/eval/synthetic_humans_wild_test.md') as f:
+    table = f.read()
+  assert '| All | 16 |' in table
+  with open(f'{workdir}/eval/synthetic_humans_wild_test_pck.png', 'rb') as f:
+    assert f.read(4) == b'\x89PNG'
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no checkpoint in .*checkpoints'):
+    evaluate.restore_and_evaluate(load_config('synthetic'), str(tmp_path))
+
+
+def test_different_model_is_named(trained):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.model.width = 16
+  with pytest.raises(ValueError, match=r'model.width: checkpoint 8 vs config 16'):
+    evaluate.restore_and_evaluate(config, workdir)
+
+
+def test_missing_split_is_named(trained):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.data.eval.wild_test.split = 'wild_validation'
+  with pytest.raises(ValueError, match="no split 'wild_validation'"):
+    evaluate.restore_and_evaluate(config, workdir)
+
+
+def test_meta_has_config_and_position(trained):
+  _, workdir, _ = trained
+  meta = checkpoint.Checkpointer(workdir).read_meta()
+  assert meta['config']['model']['width'] == 8
+  assert meta['data_position'] == {'studio': 8, 'wild': 8}
+  assert np.asarray(meta['mean_training_pose']).shape == (17, 3)

@@ -1,0 +1,114 @@
+"""The input pipeline: labels move with the pixels, sources mix in the configured
+proportion, and the stream is deterministic and resumable."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from jaxpose import geometry
+from jaxpose import skeleton
+from jaxpose.data import pipeline
+from conftest import load_config
+
+J = skeleton.NUM_JOINTS
+
+
+def _example(seed=0, size=192):
+  """A stored crop with a person-sized 3D pose in front of a camera, and its projection."""
+  rng = np.random.default_rng(seed)
+  joints_3d = rng.normal(0, 250, (J, 3)) + [150, -80, 4500]
+  focal, principal = np.array([480.0, 480.0]), np.array([90.0, 104.0])
+  joints_2d = geometry.project(joints_3d, focal, principal)
+  return dict(
+      image=np.zeros((size, size, 3), np.uint8), joints_2d=joints_2d.astype(np.float32),
+      joints_2d_valid=np.ones(J, bool), joints_3d=joints_3d.astype(np.float32),
+      has_3d=np.bool_(True), has_intrinsics=np.bool_(True),
+      intrinsics=dict(focal=focal.astype(np.float32), principal=principal.astype(np.float32)),
+  )
+
+
+def _augment():
+  return load_config('synthetic').data.augment
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_augmented_3d_still_projects_onto_augmented_2d(seed):
+  augment = _augment()
+  augment.scale, augment.rotation_deg, augment.color = 0.3, 45.0, 0.0
+  example = tf.nest.map_structure(tf.constant, _example(seed))
+  out = pipeline.train_example(example, tf.constant([7, seed], tf.int64), 64, augment,
+                               np.zeros((0, skeleton.NUM_BONES), np.float32))
+  out = {k: v.numpy() for k, v in out.items()}
+  projected = geometry.project(out['joints_3d'], out['focal'], out['principal'])
+  assert np.abs(projected - out['joints_2d']).max() < 1.0
+  # The augmentation did something: the 2D is not a plain resize of the input.
+  plain = example['joints_2d'].numpy() * 64 / (192 / 1.5) - (96 - 192 / 3) * 64 / 128
+  assert np.abs(out['joints_2d'] - plain).max() > 1.0
+
+
+def test_flip_swaps_left_and_right():
+  augment = _augment()
+  augment.scale, augment.rotation_deg, augment.translation, augment.color = 0.0, 0.0, 0.0, 0.0
+  example = _example(1)
+  results = []
+  for seed in range(12):
+    out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
+                                 tf.constant([3, seed], tf.int64), 128, augment,
+                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
+    results.append({k: v.numpy() for k, v in out.items()})
+  # Without rotation the pelvis's x keeps its sign unless the crop is flipped.
+  x = example['joints_3d'][0, 0]
+  straight = [r for r in results if abs(r['joints_3d'][0, 0] - x) < 1e-3]
+  flipped = [r for r in results if abs(r['joints_3d'][0, 0] + x) < 1e-3]
+  assert len(straight) + len(flipped) == len(results)
+  assert straight and flipped, 'a fair coin should give both in 12 draws'
+  f, s = flipped[0], straight[0]
+  # Mirrored 3D with left and right swapped: the flipped right hip is the mirrored left hip.
+  np.testing.assert_allclose(f['joints_3d'][1], s['joints_3d'][4] * [-1, 1, 1], atol=1e-3)
+  np.testing.assert_allclose(f['joints_2d'][1, 1], s['joints_2d'][4, 1], atol=1e-3)
+
+
+def test_pixels_move_with_the_labels():
+  """A bright dot drawn at a joint lands where the transformed joint lands."""
+  augment = _augment()
+  augment.color = 0.0
+  example = _example(2)
+  u, v = example['joints_2d'][0]
+  example['joints_2d'][0] = [np.floor(u) + 0.5, np.floor(v) + 0.5]  # a pixel centre
+  example['image'][int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2] = 255
+  out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
+                               tf.constant([5, 1], tf.int64), 128, augment,
+                               np.zeros((0, skeleton.NUM_BONES), np.float32))
+  image = out['image'].numpy().sum(-1)
+  peak = np.unravel_index(np.argmax(image), image.shape)
+  j = out['joints_2d'].numpy()[skeleton.ROOT]  # the pelvis is never swapped by a flip
+  assert abs(peak[1] + 0.5 - j[0]) <= 1.0 and abs(peak[0] + 0.5 - j[1]) <= 1.0
+
+
+def test_batch_shares_follow_the_fractions():
+  config = load_config('synthetic')
+  assert pipeline.batch_shares(config.data.train, 8) == {'studio': 4, 'wild': 4}
+  config.data.train.studio.fraction = 0.3
+  config.data.train.wild.fraction = 0.7
+  assert pipeline.batch_shares(config.data.train, 10) == {'studio': 3, 'wild': 7}
+  assert sum(pipeline.batch_shares(config.data.train, 7).values()) == 7
+
+
+def test_mixed_batches_are_deterministic_and_resumable():
+  config = load_config('synthetic')
+  config.data.train.studio.fraction = 0.25
+  config.data.train.wild.fraction = 0.75
+  stream = pipeline.TrainStream(config)
+  batches = [next(stream) for _ in range(3)]
+  for batch in batches:
+    # Each batch: 2 studio (3D) and 6 wild (2D-only) examples.
+    assert batch['has_3d'].tolist() == [True] * 2 + [False] * 6
+    assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
+  assert stream.position == {'studio': 6, 'wild': 18}
+  resumed = pipeline.TrainStream(config, {'studio': 4, 'wild': 12})
+  again = next(resumed)
+  for key in batches[2]:
+    np.testing.assert_array_equal(again[key], batches[2][key])
+  # 2D-only examples get a training subject's bone lengths for the bone loss.
+  assert batches[0]['has_ref_bones'].all()
+  assert (batches[0]['ref_bone_lengths'] > 30).all()
