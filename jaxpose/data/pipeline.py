@@ -61,8 +61,8 @@ def open_source(name: str, source_config, data_config) -> Source:
     if not data_config.build_if_missing:
       raise FileNotFoundError(
           f'data source {name!r}: dataset {source_config.dataset} is not built under '
-          f'{data_dir} (config.data.data_dir); build it with `tfds build '
-          f'datasets/{source_config.dataset} --file_format=array_record` or set '
+          f'{data_dir} (config.data.data_dir); build it with `python -m jaxpose.data.build '
+          f'--dataset={source_config.dataset} --manual_dir=...` or set '
           f'config.data.build_if_missing=True')
     logging.info('Building %s into %s', builder.info.full_name, data_dir)
     tfds_io.ensure_built(builder, source_config.manual_dir or None)
@@ -74,7 +74,8 @@ def open_source(name: str, source_config, data_config) -> Source:
     records = builder.as_data_source(split).data_source
   except Exception as e:  # A tfrecord build has no random access.
     raise ValueError(f'data source {name!r}: cannot read {builder.data_dir} by index '
-                     f'({e}); rebuild it with --file_format=array_record') from e
+                     f'({e}); rebuild it with `python -m jaxpose.data.build` (array_record)'
+                     ) from e
   return Source(name, builder, source_config.split, records,
                 builder.info.splits[source_config.split].num_examples)
 
