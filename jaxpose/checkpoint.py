@@ -31,15 +31,21 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore(self, abstract_state, step: int | None = None):
-    """Restores into ``abstract_state`` (arrays or ShapeDtypeStructs carrying the target
-    shardings, so a checkpoint restores into any mesh). Returns (state, meta)."""
-    step = self.latest_step() if step is None else step
+  def resolve_step(self, step: int | None = None) -> int:
+    """``step``, or the latest one; raises if there is no such checkpoint."""
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f'no checkpoint in {self.directory}')
     if step not in self.manager.all_steps():
       raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
                               f'steps there: {sorted(self.manager.all_steps())}')
+    return step
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores into ``abstract_state`` (arrays or ShapeDtypeStructs carrying the target
+    shardings, so a checkpoint restores into any mesh). Returns (state, meta)."""
+    step = self.resolve_step(step)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
     restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -47,9 +53,7 @@ class Checkpointer:
     return restored.state, restored.meta
 
   def read_meta(self, step: int | None = None) -> dict:
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    step = self.resolve_step(step)
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
   def wait(self):
@@ -64,15 +68,30 @@ def config_to_json(config: ml_collections.ConfigDict) -> dict:
 
 
 def check_model_config(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
-  """Raises if the checkpoint's model config differs from ``config.model``, naming keys."""
+  """Raises if the checkpoint's model config differs from ``config.model``, naming keys.
+
+  A key the checkpoint predates counts as its default (configs gain keys over time).
+  """
+  from jaxpose import config as base  # pylint: disable=g-import-not-at-top
   current = config_to_json(config)
+  defaults = config_to_json(base.base_config())['model']
+  saved_model = {**defaults, **saved['model']}
   differing = {
-      f'model.{k}': (saved['model'].get(k), current['model'].get(k))
-      for k in sorted(set(saved['model']) | set(current['model']))
-      if saved['model'].get(k) != current['model'].get(k)
+      f'model.{k}': (saved_model.get(k), current['model'].get(k))
+      for k in sorted(set(saved_model) | set(current['model']))
+      if saved_model.get(k) != current['model'].get(k)
   }
   if saved['data']['input_size'] != current['data']['input_size']:
     differing['data.input_size'] = (saved['data']['input_size'], current['data']['input_size'])
   if differing:
     lines = ', '.join(f'{k}: checkpoint {a!r} vs config {b!r}' for k, (a, b) in differing.items())
     raise ValueError(f'the checkpoint in {where} was trained with a different model: {lines}')
+
+
+def require_checkpoints(workdir: str) -> str:
+  """The checkpoint folder of ``workdir``; raises (creating nothing) if there is none."""
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    raise FileNotFoundError(f'no checkpoint in {directory}: train first with '
+                            f'`python -m jaxpose.train --config=... --workdir={workdir}`')
+  return directory

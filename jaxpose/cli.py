@@ -1,12 +1,21 @@
 """What every command-line entry point shares: the config and workdir flags, and the
-process set-up that must happen before JAX starts its backend."""
+process set-up that must happen before JAX starts its backend.
+
+Several processes (one per host, or several on one machine) join with either
+``--distributed``, where ``jax.distributed`` finds the coordinator, the process count and
+this process's id itself (TPU pods, SLURM, Open MPI: the ``launch/`` scripts pass it), or
+``--coordinator_address --num_processes --process_id`` anywhere else. Without them the
+process runs alone.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -14,6 +23,36 @@ config_flags.DEFINE_config_file(
     'config', None, 'Experiment config, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation output.')
+flags.DEFINE_bool('distributed', False,
+                  'One of several processes on a TPU pod, a SLURM allocation or under Open MPI: '
+                  'jax.distributed detects the coordinator, process count and process id.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, which serves the coordinator (elsewhere than TPU '
+                    'pods and SLURM; with --num_processes and --process_id).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).',
+                     lower_bound=1)
+flags.DEFINE_integer('process_id', None, 'This process, 0 … num_processes - 1 (with '
+                     '--coordinator_address).', lower_bound=0)
+flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/cli.py) to XLA_FLAGS; '
+                  '--nocpu_xla_flag measures XLA:CPU without it.')
+
+_EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
+
+
+@flags.multi_flags_validator(('distributed',) + _EXPLICIT)
+def _check_process_flags(values) -> bool:
+  given = [k for k in _EXPLICIT if values[k] is not None]
+  if values['distributed'] and given:
+    raise flags.ValidationError(f'--distributed detects the cluster itself; drop '
+                                f'{", ".join("--" + k for k in given)}')
+  if given and len(given) < len(_EXPLICIT):
+    missing = [k for k in _EXPLICIT if k not in given]
+    raise flags.ValidationError(f'{", ".join("--" + k for k in given)} also needs '
+                                f'{", ".join("--" + k for k in missing)}')
+  if given and values['process_id'] >= values['num_processes']:
+    raise flags.ValidationError(f'--process_id={values["process_id"]} is not below '
+                                f'--num_processes={values["num_processes"]}')
+  return True
 
 # XLA:CPU hands convolutions to YNNPACK, which is slow on weight-gradient convolutions;
 # this makes the ResNet-50 train step ~1.5× faster on CPU with equal gradients (measured
@@ -31,10 +70,36 @@ def configure_cpu() -> None:
     os.environ['XLA_FLAGS'] = f'{current} {CPU_XLA_FLAG}'.strip()
 
 
+def initialize_distributed() -> None:
+  """Joins the other processes of the run, as the flags say (see the module docstring)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.distributed:
+    try:
+      jax.distributed.initialize()
+    except ValueError as e:
+      raise ValueError(f'--distributed: no TPU pod, SLURM or Open MPI environment detected '
+                       f'({e}); elsewhere pass --coordinator_address, --num_processes and '
+                       f'--process_id') from e
+  elif FLAGS.coordinator_address is not None:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  else:
+    return
+  logging.info('Process %d of %d: %d local devices of %d', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def run(main, required=('config', 'workdir')) -> None:
-  configure_cpu()
+  flags.mark_flags_as_required(list(required))
+  app.run(functools.partial(_set_up_and_run, main))
+
+
+def _set_up_and_run(main, argv) -> None:
+  # Both must happen before JAX starts its backend, and both read flags.
+  if FLAGS.cpu_xla_flag:
+    configure_cpu()
+  initialize_distributed()
   # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
-  flags.mark_flags_as_required(list(required))
-  app.run(main)
+  main(argv)

@@ -8,6 +8,10 @@ MISSING with the reason for the choice.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import tempfile
+
 import ml_collections
 
 ConfigDict = ml_collections.ConfigDict
@@ -43,6 +47,14 @@ def base_config() -> ConfigDict:
   c.model.lifter_layers = 4
   # The camera MLP's hidden width is not given in the paper; one hidden layer of 256.
   c.model.camera_hidden = 256
+  # Compute dtype: 'float32', or 'bfloat16' for mixed precision (parameters, optimiser
+  # state, BatchNorm statistics, the output heads and the losses stay float32).
+  c.model.dtype = 'float32'
+
+  # Path of converted ImageNet weights for the backbone (a .npz written by
+  # `python -m jaxpose.tools.import_resnet50`), loaded when training starts from scratch;
+  # '' = random init.
+  c.init = ConfigDict(dict(backbone=''))
 
   c.data = ConfigDict()
   c.data.data_dir = '~/tensorflow_datasets'
@@ -124,7 +136,28 @@ def smoke(c: ConfigDict) -> ConfigDict:
   return c
 
 
-VARIANTS = {'smoke': smoke}
+def paper_model(c: ConfigDict) -> ConfigDict:
+  """The paper's network at its input size on any experiment's data (its compute dtype
+  kept), e.g. ``python -m jaxpose.benchmark --config=configs/synthetic.py:paper_model``."""
+  paper = base_config()
+  c.model.update({k: v for k, v in paper.model.items() if k != 'dtype'})
+  c.data.input_size = paper.data.input_size
+  return c
+
+
+def smoke_on_dummy_data(c: ConfigDict) -> ConfigDict:
+  """``smoke`` for experiments on the benchmark datasets: every source is built from the
+  fake data in its builder's ``dummy_data/`` folder (the real on-disk layout), into a
+  scratch data_dir so that it can never be mistaken for a real build."""
+  datasets_dir = pathlib.Path(__file__).resolve().parents[1] / 'datasets'
+  for sources in (c.data.train, c.data.eval):
+    for name in sources:
+      sources[name].manual_dir = str(datasets_dir / sources[name].dataset / 'dummy_data')
+  c.data.data_dir = os.path.join(tempfile.gettempdir(), 'jaxpose_dummy_tfds')
+  return smoke(c)
+
+
+VARIANTS = {'smoke': smoke, 'paper_model': paper_model}
 
 
 def apply_variant(c: ConfigDict, arg: str | None, variants: dict | None = None) -> ConfigDict:

@@ -166,10 +166,8 @@ def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          step: int | None = None) -> dict:
   """Restores ``workdir``'s checkpoint (the latest, or ``step``) into the current mesh and
   evaluates it on every evaluation split of ``config``."""
+  checkpoint.require_checkpoints(workdir)
   ckpt = checkpoint.Checkpointer(workdir)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}: train first with '
-                            f'`python -m jaxpose.train --config=... --workdir={workdir}`')
   meta = ckpt.read_meta(step)
   checkpoint.check_model_config(meta['config'], config, ckpt.directory)
   mesh = parallel.make_mesh()

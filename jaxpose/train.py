@@ -28,6 +28,7 @@ from jaxpose import losses
 from jaxpose import parallel
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
+from jaxpose.tools import import_resnet50
 
 
 @flax.struct.dataclass
@@ -48,10 +49,10 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
 def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adadelta with exponential decay; the pretrained group's rate × the multiplier."""
   schedule = learning_rate_schedule(optim)
-  adadelta = lambda lr: optax.adadelta(lr, rho=optim.rho, eps=optim.eps)
+  base = lambda lr: optax.adadelta(lr, rho=optim.rho, eps=optim.eps)
   tx = optax.multi_transform(
-      {'new': adadelta(schedule),
-       'pretrained': adadelta(lambda s: schedule(s) * optim.pretrained_lr_multiplier)},
+      {'new': base(schedule),
+       'pretrained': base(lambda s: schedule(s) * optim.pretrained_lr_multiplier)},
       lambda params: {k: jax.tree.map(lambda _: posenet.parameter_group(k), v)
                       for k, v in params.items()})
   if optim.grad_clip_norm > 0:
@@ -149,6 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state, meta = ckpt.restore(state)
     position = meta['data_position']
     logging.info('Resumed from step %d of %s', int(state.step), ckpt.directory)
+  elif config.init.backbone:
+    state = import_resnet50.load_into_state(state, config.init.backbone)
+    logging.info('Backbone initialised from %s', config.init.backbone)
   start = int(state.step)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

@@ -81,3 +81,64 @@ def image_grid(images: Sequence[np.ndarray], cols: int, *, pad: int = 2,
     y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
     grid[y:y + h, x:x + w] = image
   return grid
+
+
+# Viewpoints of ``skeleton_3d_views``: (title, elevation, azimuth) in matplotlib's mplot3d
+# terms, with the camera frame plotted as (x, z, -y) so that "up" is the person's up.
+# Azimuth -90 looks along the camera's own optical axis; 0 looks from the camera's right,
+# with depth growing to the right (the camera is on the left).
+FRONT_AND_SIDE = (('front (camera view)', 0.0, -90.0), ('side (camera on the left)', 0.0, 0.0))
+
+
+def skeleton_3d_views(pose_3d: np.ndarray, *, size: int = 320,
+                      views: Sequence[tuple[str, float, float]] = FRONT_AND_SIDE) -> np.ndarray:
+  """The 3D skeleton seen from each of ``views``, side by side, orthographic and to scale.
+
+  Bones are coloured as in ``draw_skeleton_2d`` (``SIDE_COLOURS`` of the child joint).
+
+  Args:
+    pose_3d: (17, 3) joints in the camera frame (x right, y down, z forward), any unit.
+    size: side of each square view in pixels.
+    views: (title, elevation, azimuth) per view, in degrees (see ``FRONT_AND_SIDE``).
+
+  Returns:
+    (size, len(views) * size, 3) uint8.
+  """
+  # Imported here: only these pictures need matplotlib, which is slow to import.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  joints = np.asarray(pose_3d, np.float64)
+  if joints.shape != (skeleton.NUM_JOINTS, 3):
+    raise ValueError(f'pose_3d must have shape ({skeleton.NUM_JOINTS}, 3), got {joints.shape}')
+  if not np.all(np.isfinite(joints)):
+    raise ValueError('pose_3d has non-finite values')
+  if size < 32:
+    raise ValueError(f'size must be >= 32 pixels, got {size}')
+  if not views:
+    raise ValueError('views is empty')
+  points = joints[:, [0, 2, 1]] * [1.0, 1.0, -1.0]
+  centre = (points.min(0) + points.max(0)) / 2
+  half = max(float(np.ptp(points, axis=0).max()) / 2 * 1.1, 1e-6)
+  dpi = 100
+  figure = Figure(figsize=(len(views) * size / dpi, size / dpi), dpi=dpi)
+  canvas = FigureCanvasAgg(figure)
+  for i, (title, elevation, azimuth) in enumerate(views):
+    ax = figure.add_subplot(1, len(views), i + 1, projection='3d')
+    ax.set_proj_type('ortho')
+    ax.view_init(elev=elevation, azim=azimuth)
+    for parent, child in skeleton.BONES:
+      colour = np.array(SIDE_COLOURS[int(skeleton.SIDE[child])]) / 255
+      ax.plot(*points[[parent, child]].T, color=colour, linewidth=2.5)
+    ax.scatter(*points.T, c=[np.array(SIDE_COLOURS[int(s)]) / 255 for s in skeleton.SIDE],
+               s=10, depthshade=False)
+    for axis, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
+      axis(c - half, c + half)
+    ax.set_box_aspect((1, 1, 1), zoom=1.35)
+    ax.set_xticklabels([])
+    ax.set_yticklabels([])
+    ax.set_zticklabels([])
+    ax.set_title(title, fontsize=9, pad=0)
+  figure.subplots_adjust(left=0, right=1, bottom=0, top=0.94, wspace=0)
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()

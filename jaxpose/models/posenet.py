@@ -41,32 +41,41 @@ class PoseNet(nn.Module):
   lifter_layers: int = 4
   camera_hidden: int = 256
   num_joints: int = skeleton.NUM_JOINTS
+  dtype: str = 'float32'  # of the computation: 'float32' or 'bfloat16'
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     if self.res5a_channels <= self.num_joints:
       raise ValueError(f'model.res5a_channels={self.res5a_channels} leaves no depth '
                        f'channels beside the {self.num_joints} heatmaps')
+    if self.dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f"model.dtype={self.dtype!r}: expected 'float32' or 'bfloat16'")
+    dtype = jnp.dtype(self.dtype)
     size = images.shape[1]
     x = (images.astype(jnp.float32) - jnp.array(PIXEL_MEAN)) / jnp.array(PIXEL_STD)
-    x, res4d = resnet.Backbone(self.stage_sizes, self.width, self.heatmap_block,
+    x, res4d = resnet.Backbone(self.stage_sizes, self.width, self.heatmap_block, dtype,
                                name='backbone')(x, train)
     # res5a without stride and with fewer channels, trained from scratch (§3.3).
-    res5a = resnet.Bottleneck(self.res5a_width, self.res5a_channels, name='res5a')(x, train)
+    res5a = resnet.Bottleneck(self.res5a_width, self.res5a_channels, dtype=dtype,
+                              name='res5a')(x, train)
     j = self.num_joints
-    heatmaps = jnp.stack([res4d[..., :j], res5a[..., :j]], axis=1)
+    # Outputs leave the model in float32, so the losses are computed in float32.
+    heatmaps = jnp.stack([res4d[..., :j], res5a[..., :j]], axis=1).astype(jnp.float32)
 
-    latent = nn.Dense(self.lifter_width, name='latent')(res5a.reshape(res5a.shape[0], -1))
+    latent = nn.Dense(self.lifter_width, dtype=dtype, name='latent')(
+        res5a.reshape(res5a.shape[0], -1))
     h = latent
     for i in range(self.lifter_layers):
-      h = nn.relu(nn.Dense(self.lifter_width, name=f'lifter_{i}')(h))
+      h = nn.relu(nn.Dense(self.lifter_width, dtype=dtype, name=f'lifter_{i}')(h))
       if i == 1:
         h = h + latent  # residual into the second layer's output (§3.1)
-    pose = nn.Dense(j * 3, name='pose')(h).reshape(-1, j, 3) * MM_PER_OUTPUT_UNIT
-    pose = geometry.root_centre(pose)
+    # The output layers are tiny; in float32 they keep the pose's millimetres (bfloat16
+    # would round joints near 1 m to steps of 4-8 mm).
+    pose = nn.Dense(j * 3, dtype=jnp.float32, name='pose')(h).reshape(-1, j, 3)
+    pose = geometry.root_centre(pose * MM_PER_OUTPUT_UNIT)
 
-    c = nn.relu(nn.Dense(self.camera_hidden, name='camera_hidden')(latent))
-    c = nn.Dense(3, name='camera_out', kernel_init=nn.initializers.zeros)(c)
+    c = nn.relu(nn.Dense(self.camera_hidden, dtype=jnp.float32, name='camera_hidden')(latent))
+    c = nn.Dense(3, dtype=jnp.float32, name='camera_out', kernel_init=nn.initializers.zeros)(c)
     # exp keeps the scale positive; zero output = a typical person filling the crop,
     # with the root at the centre.
     scale = jnp.exp(c[:, 0]) * size / TYPICAL_BOX_MM

@@ -9,9 +9,10 @@ Keras therefore fit these modules exactly. Blocks are named as in the original r
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 
 # Keras' ResNet-50 uses BatchNorm epsilon 1.001e-5; using the same value keeps converted
@@ -29,12 +30,14 @@ class Bottleneck(nn.Module):
   width: int
   out_features: int
   strides: int = 1
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    # In bfloat16 BatchNorm still reduces and keeps its statistics in float32.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=BN_EPSILON)
+                             epsilon=BN_EPSILON, dtype=self.dtype)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.out_features:
       shortcut = conv(self.out_features, (1, 1), (self.strides, self.strides),
@@ -60,6 +63,7 @@ class Backbone(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6)
   width: int = 64
   tap_block: int = 3
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -67,9 +71,9 @@ class Backbone(nn.Module):
       raise ValueError(f'model.heatmap_block={self.tap_block} is not a block of the last '
                        f'stage, which has {self.stage_sizes[-1]} blocks')
     x = nn.Conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                name='conv1')(x)
+                dtype=self.dtype, name='conv1')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPSILON,
-                     name='bn_conv1')(x)
+                     dtype=self.dtype, name='bn_conv1')(x)
     x = nn.relu(x)
     # Keras pads by 1 and pools 3×3/2 with VALID padding; the same as SAME-style (1, 1).
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
@@ -78,7 +82,8 @@ class Backbone(nn.Module):
       width = self.width * 2**s
       for b in range(size):
         strides = 2 if s > 0 and b == 0 else 1
-        x = Bottleneck(width, width * 4, strides, name=block_name(s + 2, b))(x, train)
+        x = Bottleneck(width, width * 4, strides, dtype=self.dtype,
+                       name=block_name(s + 2, b))(x, train)
         if s == len(self.stage_sizes) - 1 and b == self.tap_block:
           tap = x
     return x, tap

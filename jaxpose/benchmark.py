@@ -1,0 +1,229 @@
+"""How fast a config trains, infers and reads its data, on this machine, as JSON.
+
+``python -m jaxpose.benchmark --config=configs/synthetic.py[:variant] [--what=train,infer,input]
+[--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any experiment is the
+``paper_model`` variant, e.g. ``--config=configs/synthetic.py:paper_model --batch_size=8``.
+
+* ``train``: images/s of the real jitted train step on random inputs (median of
+  ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
+  cost analysis of the compiled step, and the FLOP/s achieved with its fraction of the peak;
+* ``infer``: images/s of the network at batch 32 and its latency p50/p90 at batch 1;
+* ``peak``: FLOP/s of large matmuls (one per device, in the model's compute dtype) in the
+  same run, the yardstick of the fractions above;
+* ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
+  with the reason, if they are not built and ``config.data.build_if_missing`` is off);
+* ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
+
+It runs in one process over all local devices (batch 1 on the first). Speed figures belong
+here, not in tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from jaxpose import cli
+from jaxpose import parallel
+from jaxpose import skeleton
+from jaxpose import train
+from jaxpose.data import pipeline
+from jaxpose.models import posenet
+
+SECTIONS = ('train', 'infer', 'input')
+flags.DEFINE_list('what', list(SECTIONS), f'What to measure, any of {",".join(SECTIONS)}.')
+flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.batch_size).',
+                     lower_bound=1)
+flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
+                     lower_bound=5)
+
+INFER_BATCH = 32
+LATENCY_CALLS = 20
+INPUT_BATCHES = 20
+# Side of the square matmuls that measure the peak: large enough to run at full speed, small
+# enough to take well under a second per device.
+PEAK_MATMUL = {'cpu': 2048}
+PEAK_MATMUL_DEFAULT = 8192
+
+
+def random_batch(config: ml_collections.ConfigDict, n: int, seed: int = 0) -> dict:
+  """A host batch with every field the train step reads: half 3D-labelled, half 2D-only."""
+  rng = np.random.default_rng(seed)
+  size, j = config.data.input_size, skeleton.NUM_JOINTS
+  return dict(
+      image=rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8),
+      joints_2d=rng.uniform(0, size, (n, j, 2)).astype(np.float32),
+      joints_2d_valid=rng.uniform(size=(n, j)) > 0.1,
+      joints_3d=(rng.normal(0, 300, (n, j, 3)) + [0, 0, 5000]).astype(np.float32),
+      has_3d=np.arange(n) % 2 == 0,
+      focal=np.full((n, 2), 100.0, np.float32),
+      principal=rng.uniform(0, size, (n, 2)).astype(np.float32),
+      has_intrinsics=np.arange(n) % 2 == 0,
+      ref_bone_lengths=rng.uniform(100, 400, (n, skeleton.NUM_BONES)).astype(np.float32),
+      has_ref_bones=np.ones(n, bool),
+  )
+
+
+def _call_times(fn, calls: int) -> list[float]:
+  """Seconds of each of ``calls`` calls of ``fn`` (results waited for), after one warm-up."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _flops(compiled, devices: int) -> float | None:
+  """FLOPs of one call of a compiled SPMD program (XLA counts one device's share)."""
+  cost = compiled.cost_analysis()
+  return None if not cost or 'flops' not in cost else float(cost['flops']) * devices
+
+
+def measure_peak(mesh, dtype) -> dict:
+  """FLOP/s of one large matmul per device of ``mesh``, all at once."""
+  devices = mesh.devices.size
+  n = PEAK_MATMUL.get(jax.devices()[0].platform, PEAK_MATMUL_DEFAULT)
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (devices, n, n), dtype),
+                     parallel.batch_sharding(mesh))
+  matmul = jax.jit(lambda a: jnp.einsum('bij,bjk->bik', a, a))
+  seconds = float(np.median(_call_times(lambda: matmul(x), 5)))
+  return dict(flops_per_s=2 * devices * n**3 / seconds, matmul=[devices, n, n],
+              dtype=str(jnp.dtype(dtype)))
+
+
+def _rate_report(images: int, times: list[float], flops: float | None, peak: float) -> dict:
+  median = float(np.median(times))
+  report = dict(images_per_s=images / median, step_s_median=median,
+                step_s=[round(t, 4) for t in times])
+  if flops is not None:
+    report.update(flops_per_image=flops / images, flops_per_s=flops / median,
+                  fraction_of_peak=flops / median / peak)
+  return report
+
+
+def measure_train(config, mesh, calls: int, peak: float) -> dict:
+  batch_size = config.batch_size
+  if batch_size % mesh.devices.size:
+    raise ValueError(f'--batch_size={batch_size} is not divisible by the '
+                     f'{mesh.devices.size} devices')
+  model = posenet.create(config.model)
+  tx = train.make_optimizer(config.optim)
+  state, shardings = train.create_train_state(config, mesh, model, tx)
+  batch = parallel.to_global(random_batch(config, batch_size), mesh)
+  step = parallel.jit_train_step(
+      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def one_step():
+    holder[0], metrics = compiled(holder[0], batch)  # The state is donated: carry it on.
+    return holder[0], metrics
+
+  times = _call_times(one_step, calls)
+  report = _rate_report(batch_size, times, _flops(compiled, mesh.devices.size), peak)
+  return dict(batch_size=batch_size, compile_s=compile_s, **report)
+
+
+def measure_infer(config, mesh, calls: int, peak: float) -> dict:
+  model = posenet.create(config.model)
+  state, shardings = train.create_train_state(config, mesh, model,
+                                              train.make_optimizer(config.optim))
+  size = config.data.input_size
+  images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
+
+  def predict(state, batch):
+    return model.apply(state.variables(), batch['image'], train=False)
+
+  on_mesh = parallel.jit_predict(predict, mesh, shardings)
+  batch = parallel.to_global({'image': images}, mesh)
+  compiled = on_mesh.lower(state, batch).compile()
+  report = _rate_report(INFER_BATCH, _call_times(lambda: compiled(state, batch), calls),
+                        _flops(compiled, mesh.devices.size), peak)
+  # Latency of one image on one device.
+  one = parallel.make_mesh(jax.local_devices()[:1])
+  single_state = jax.device_put(state, parallel.replicated(one))
+  single = parallel.jit_predict(predict, one, parallel.replicated(one))
+  image = parallel.to_global({'image': images[:1]}, one)
+  latency = np.array(_call_times(lambda: single(single_state, image), LATENCY_CALLS)) * 1e3
+  return dict(batch_size=INFER_BATCH, **report,
+              latency_ms_p50=float(np.percentile(latency, 50)),
+              latency_ms_p90=float(np.percentile(latency, 90)))
+
+
+def measure_input(config) -> dict:
+  try:
+    stream = pipeline.TrainStream(config)
+  except FileNotFoundError as e:
+    return dict(skipped=str(e))
+  for _ in range(2):  # tf.data starts its threads and fills its buffers
+    next(stream)
+  start = time.perf_counter()
+  for _ in range(INPUT_BATCHES):
+    next(stream)
+  seconds = time.perf_counter() - start
+  return dict(images_per_s=INPUT_BATCHES * config.batch_size / seconds,
+              batches=INPUT_BATCHES, batch_size=config.batch_size)
+
+
+def peak_memory() -> dict:
+  stats = jax.local_devices()[0].memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    return dict(peak_memory_bytes=int(stats['peak_bytes_in_use']),
+                peak_memory_source='device memory_stats (first device)')
+  # Linux reports ru_maxrss in KiB.
+  return dict(peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              peak_memory_source='host max RSS')
+
+
+def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int) -> dict:
+  """Measures the sections ``what`` (see the module docstring) of ``config``."""
+  unknown = sorted(set(what) - set(SECTIONS))
+  if unknown:
+    raise ValueError(f'--what: unknown {unknown}; choose from {",".join(SECTIONS)}')
+  device = jax.local_devices()[0]
+  result = dict(platform=device.platform, device_kind=device.device_kind,
+                devices=jax.local_device_count(), jax=jax.__version__,
+                xla_flags=os.environ.get('XLA_FLAGS', ''), dtype=config.model.dtype,
+                input_size=config.data.input_size)
+  mesh = parallel.make_mesh(jax.local_devices())
+  if {'train', 'infer'} & set(what):
+    result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
+    peak = result['peak']['flops_per_s']
+  if 'train' in what:
+    result['train'] = measure_train(config, mesh, timed_steps, peak)
+  if 'infer' in what:
+    result['infer'] = measure_infer(config, mesh, timed_steps, peak)
+  if 'input' in what:
+    result['input'] = measure_input(config)
+  result.update(peak_memory())
+  return result
+
+
+def main(argv):
+  del argv
+  config = cli.FLAGS.config
+  if cli.FLAGS.batch_size:
+    config.batch_size = cli.FLAGS.batch_size
+  result = dict(config=config_flags.get_config_filename(cli.FLAGS['config']),
+                overrides=config_flags.get_override_values(cli.FLAGS['config']),
+                batch_size=config.batch_size,
+                **benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps))
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == '__main__':
+  cli.run(main, required=('config',))

@@ -1,0 +1,414 @@
+"""3D pose of the people in photos, from a trained checkpoint.
+
+  python -m jaxpose.predict --workdir=DIR [--step=N] --image=PATH [--image=PATH ...]
+      [--bbox=x,y,w,h ...] [--focal=F] --out=OUT
+
+writes, per image, ``OUT/<name>.json`` (``to_json``'s layout) and ``OUT/<name>.png``: the
+photo with the predicted 2D skeleton and its crop, and the 3D skeleton from the front and
+the side. The model and its config come from the checkpoint (``--config`` is optional; when
+given it must describe the checkpoint's model).
+
+The crop. The network was trained on the *tight box*: the square of side
+``crops.BOX_PADDING`` × the larger extent of the 2D joints, centred on the middle of that
+extent (``jaxpose.data.crops``). A user box (x, y, w, h) is taken as the extent of the
+person's joints (head top to ankles and wrists, as a person box drawn by hand or by a
+detector is), so the network sees the square of side ``BOX_PADDING × max(w, h)`` centred on
+the box. Without a box the paper's recipe applies: a first pass on the whole image (padded
+to a square), then the tight box around the 2D joints it predicts, and a second pass on that
+crop.
+
+The camera. 3D is in the camera frame (x right, y down, z forward) in mm, root-relative.
+The camera's intrinsics are a focal length ``focal`` in pixels (default: a
+``DEFAULT_FOV_DEG``° horizontal field of view, that of a typical phone or compact camera)
+and a principal point at the image centre. With them, the pose is rotated from the crop's
+virtual camera back into the real one (perspective correction), and the absolute position
+of the root follows from the learned weak-perspective camera ``u = s X + c``: the root lies
+on the ray through ``c`` at the depth where ``s = f / Z`` (Z along the axis of the crop's
+virtual camera, the frame the network predicts in). That depth assumes the person has
+the size of the skeletons the network learned (a child reads as an adult further away), and
+the weak-perspective model (the body's depth extent small against its distance).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pathlib
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import flags
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from jaxpose import checkpoint
+from jaxpose import cli
+# Defines --step, which evaluation and prediction share.
+from jaxpose import evaluate  # pylint: disable=unused-import
+from jaxpose import geometry
+from jaxpose import skeleton
+from jaxpose import visualize
+from jaxpose.data import crops
+from jaxpose.models import posenet
+
+flags.DEFINE_multi_string('image', None, 'Image file to predict on (repeat for several).')
+flags.DEFINE_multi_string(
+    'bbox', None, 'Person box x,y,w,h in pixels of the image (the extent of its joints); '
+    'none (find the person), or one per --image in the same order.')
+flags.DEFINE_float('focal', None, 'Focal length in pixels of the images (default: a '
+                   'horizontal field of view of 55 degrees).')
+flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png.')
+
+# A typical phone or compact camera's horizontal field of view, for photos of unknown focal.
+DEFAULT_FOV_DEG = 55.0
+# Crops per network call. Every call is padded to it: one compiled shape per Predictor (a
+# compilation costs far more than the padding on any device).
+BATCH = 8
+# Height of the pictures ``prediction_picture`` draws.
+PICTURE_HEIGHT = 480
+
+
+def default_focal(width: int) -> float:
+  """Focal length (px) of a ``DEFAULT_FOV_DEG``° horizontal field of view."""
+  return width / 2 / math.tan(math.radians(DEFAULT_FOV_DEG) / 2)
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+  """A checkpoint's config (``meta['config']``) as a ConfigDict; JSON lists back to tuples,
+  as the config files write sequences."""
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+  return ml_collections.ConfigDict(tuples(saved))
+
+
+def load_image(image) -> tuple[np.ndarray, str]:
+  """(H, W, 3) uint8 RGB and a name for messages, from a path or an array."""
+  if isinstance(image, (str, os.PathLike)):
+    path = pathlib.Path(image)
+    if not path.is_file():
+      raise FileNotFoundError(f'image {path} does not exist')
+    try:
+      with Image.open(path) as pil:
+        # Phone photos are stored sideways with an EXIF note on how to turn them.
+        return np.asarray(ImageOps.exif_transpose(pil).convert('RGB')), str(path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+      raise ValueError(f'cannot read image {path}: {e}') from e
+  array = np.asarray(image)
+  if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+    raise ValueError(f'image must be a path or an (H, W, 3) uint8 array, got an array of '
+                     f'shape {array.shape} and dtype {array.dtype}')
+  if min(array.shape[:2]) < 1:
+    raise ValueError(f'image is empty: shape {array.shape}')
+  return array, f'array {array.shape}'
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+  """'x,y,w,h' → four floats."""
+  try:
+    box = tuple(float(v) for v in text.split(','))
+  except ValueError:
+    box = ()
+  if len(box) != 4:
+    raise ValueError(f'--bbox must be four numbers x,y,w,h, got {text!r}')
+  return box
+
+
+def person_region(box, image_size: tuple[int, int], name: str) -> tuple[np.ndarray, float]:
+  """Centre and side of the network's input square for a person box (module docstring)."""
+  box = np.asarray(box, np.float64).reshape(-1)
+  width, height = image_size
+  if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+    raise ValueError(f'box of {name} must be four finite numbers (x, y, w, h) with w, h > 0, '
+                     f'got {box.tolist()}')
+  x, y, w, h = box
+  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} lies outside image {name} of '
+                     f'size {width}x{height} (width x height)')
+  return np.array([x + w / 2, y + h / 2]), float(max(w, h) * crops.BOX_PADDING)
+
+
+def cut(image: np.ndarray, centre, side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """``crops.cut``, after a box-filter reduction by the integer part of the shrink factor
+  where it is 2 or more: bilinear sampling alone would alias, and training crops are smooth."""
+  factor = int(side // size)
+  if factor >= 2:
+    small = np.asarray(Image.fromarray(image).reduce(factor))
+    # Reduction maps pixel coordinates u → u / factor exactly (corners at integers).
+    crop, _ = crops.cut(small, np.asarray(centre) / factor, side / factor, size)
+  else:
+    crop, _ = crops.cut(image, centre, side, size)
+  return crop, geometry.crop_matrix(centre, side, size)
+
+
+class Predictor:
+  """A restored checkpoint that predicts 3D poses in photos (module docstring).
+
+  Attributes:
+    config: the checkpoint's config. step: its step. model: the network. variables: its
+    params and batch_stats. input_size: the side of its square input, pixels.
+  """
+
+  def __init__(self, workdir: str, step: int | None = None,
+               config: ml_collections.ConfigDict | None = None):
+    # Checked before Orbax opens it: Orbax would create the folder of a mistyped workdir.
+    checkpoint.require_checkpoints(workdir)
+    ckpt = checkpoint.Checkpointer(workdir)
+    try:
+      step = ckpt.resolve_step(step)
+      meta = ckpt.read_meta(step)
+      if config is None:
+        config = config_from_json(meta['config'])
+      else:
+        checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+      self.config = config
+      self.model = posenet.create(config.model)
+      self.input_size = int(config.data.input_size)
+      restored = self._restore(ckpt, step)
+    finally:
+      ckpt.close()
+    self.step = int(restored['step'])
+    self.variables = {k: restored[k] for k in ('params', 'batch_stats')}
+    self._apply = jax.jit(functools.partial(self.model.apply, train=False))
+
+  def _restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict:
+    """The step, params and batch_stats of the saved train state, on one device.
+
+    Only these are read: the optimiser state is not needed, and its structure depends on
+    optimiser settings that may have changed since the checkpoint was written.
+    """
+    size = self.input_size
+    variables = jax.eval_shape(functools.partial(self.model.init, train=False),
+                               jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    item = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        dict(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
+             batch_stats=variables['batch_stats']))
+    return ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))).state
+
+  def predict(self, image, box=None, focal: float | None = None) -> dict:
+    """The pose of the person in ``image`` (a path or an (H, W, 3) uint8 array).
+
+    Args:
+      image: the photo.
+      box: (x, y, w, h) person box in pixels, or None to find the person.
+      focal: the camera's focal length in pixels, or None for ``default_focal``.
+
+    Returns:
+      A dict (arrays are numpy float64):
+        ``joint_names`` (17,); ``pose_3d`` (17, 3) root-relative mm in the camera frame,
+        perspective-corrected; ``pose_2d`` (17, 2) pixels of the image: the camera head's
+        projection of the 3D pose; ``root`` (3,) the root's position in the camera frame,
+        mm; ``box`` the person box given, or None; ``crop_box`` (4,) the square the
+        network saw, (x, y, side, side); ``crop_matrix`` (3, 3) image → network input
+        pixels; ``camera``: ``scale`` (px/mm) and ``principal`` (2,) of the
+        weak-perspective camera in image pixels, ``crop_scale`` and ``crop_principal`` in
+        the network's input (``crop_size`` pixels square); ``intrinsics``: ``focal``,
+        ``principal`` (2,) and ``focal_assumed`` (True when ``focal`` was None);
+        ``image_size`` (width, height).
+    """
+    return self.predict_many([image], [box], focal)[0]
+
+  def predict_many(self, images: Sequence, boxes: Sequence | None = None,
+                   focal: float | Sequence[float | None] | None = None) -> list[dict]:
+    """``predict`` for many images, batched; ``boxes`` and ``focal`` may be one per image
+    (None entries: find the person / default focal) or None for all."""
+    n = len(images)
+    boxes = [None] * n if boxes is None else list(boxes)
+    focals = [focal] * n if focal is None or np.ndim(focal) == 0 else list(focal)
+    if len(boxes) != n or len(focals) != n:
+      raise ValueError(f'got {n} images, {len(boxes)} boxes and {len(focals)} focal lengths; '
+                       f'give one box and one focal per image, or None')
+    loaded = [load_image(image) for image in images]
+    regions, intrinsics = [], []
+    for (array, name), box, f in zip(loaded, boxes, focals):
+      height, width = array.shape[:2]
+      if f is not None and not (np.isfinite(f) and f > 0):
+        raise ValueError(f'focal of {name} must be a positive number of pixels, got {f}')
+      intrinsics.append(dict(focal=float(default_focal(width) if f is None else f),
+                             principal=np.array([width / 2, height / 2]),
+                             focal_assumed=f is None))
+      regions.append(person_region(box, (width, height), name) if box is not None
+                     else (np.array([width / 2, height / 2]), float(max(width, height))))
+    outputs = self._run([array for array, _ in loaded], regions)
+    # The paper's recipe for images without a box: crop the tight box of the first pass.
+    second = [i for i, box in enumerate(boxes) if box is None]
+    if second:
+      tight = [crops.tight_box(outputs[i]['pose_2d'], np.ones(skeleton.NUM_JOINTS, bool))
+               for i in second]
+      for i, out in zip(second, self._run([loaded[i][0] for i in second], tight)):
+        outputs[i] = out
+    results = []
+    for (array, _), box, out, k in zip(loaded, boxes, outputs, intrinsics):
+      results.append(self._finish(out, k, box, array.shape))
+    return results
+
+  def _run(self, images: list[np.ndarray], regions: list) -> list[dict]:
+    """The network on each image's (centre, side) square; outputs in image pixels."""
+    size = self.input_size
+    cuts = [cut(image, centre, side, size) for image, (centre, side) in zip(images, regions)]
+    rows = []
+    for start in range(0, len(cuts), BATCH):
+      chunk = np.stack([crop for crop, _ in cuts[start:start + BATCH]])
+      batch = np.concatenate([chunk, np.zeros((BATCH - len(chunk),) + chunk.shape[1:],
+                                              chunk.dtype)])
+      out = jax.device_get(self._apply(self.variables, batch))
+      rows += [jax.tree.map(lambda x, i=i: np.asarray(x[i], np.float64), out)
+               for i in range(len(chunk))]
+    results = []
+    for (_, matrix), (centre, side), out in zip(cuts, regions, rows):
+      inverse = np.linalg.inv(matrix)
+      results.append(dict(
+          pose_3d_crop=out['pose_3d'], pose_2d=geometry.apply_affine(inverse, out['pose_2d']),
+          crop_scale=float(out['camera']['scale']), crop_principal=out['camera']['principal'],
+          matrix=matrix, centre=np.asarray(centre, np.float64), side=float(side)))
+    return results
+
+  def _finish(self, out: dict, intrinsics: dict, box, shape) -> dict:
+    """The network's crop outputs in the camera frame and the image's pixels."""
+    matrix, half = out['matrix'], out['side'] / 2
+    pose, root, root_pixel = to_camera(
+        out['pose_3d_crop'], out['crop_scale'], out['crop_principal'], matrix,
+        intrinsics['focal'], intrinsics['principal'], self.input_size,
+        self.config.data.virtual_camera)
+    return dict(
+        joint_names=skeleton.JOINT_NAMES,
+        pose_3d=pose,
+        pose_2d=out['pose_2d'],
+        root=root,
+        box=None if box is None else np.asarray(box, np.float64).reshape(4),
+        crop_box=np.array([*(out['centre'] - half), out['side'], out['side']]),
+        crop_matrix=matrix,
+        camera=dict(scale=out['crop_scale'] / matrix[0, 0], principal=root_pixel,
+                    crop_scale=out['crop_scale'], crop_principal=out['crop_principal'],
+                    crop_size=self.input_size),
+        intrinsics=dict(intrinsics),
+        image_size=(shape[1], shape[0]),
+    )
+
+
+def to_camera(pose_3d_crop, crop_scale: float, crop_principal, matrix, focal: float,
+              principal, input_size: int, virtual_camera: bool = True):
+  """The network's outputs for one crop → the camera frame (module docstring).
+
+  Args:
+    pose_3d_crop: (J, 3) root-relative pose as predicted (the crop's virtual camera frame
+      when ``virtual_camera``, the camera frame otherwise).
+    crop_scale, crop_principal: the weak-perspective camera in the crop (px/mm, (2,) px).
+    matrix: (3, 3) image → crop pixels. focal: the image's focal length, px.
+    principal: (2,) the image's principal point, px. input_size: the crop's side, px.
+    virtual_camera: the checkpoint's ``config.data.virtual_camera``.
+
+  Returns:
+    (J, 3) root-relative pose in the camera frame, (3,) the root's position in it (mm),
+    and (2,) the root's pixel in the image.
+  """
+  focal = np.full(2, focal, np.float64)
+  principal = np.asarray(principal, np.float64)
+  crop_focal, crop_principal_point = geometry.transform_intrinsics(matrix, focal, principal)
+  if virtual_camera:
+    rotation = geometry.virtual_camera_rotation(crop_focal[None], crop_principal_point[None],
+                                                np.ones(1, bool), input_size)[0]
+  else:
+    rotation = np.eye(3)
+  pose = geometry.correct_perspective(np.asarray(pose_3d_crop, np.float64), rotation)
+  root_pixel = geometry.apply_affine(np.linalg.inv(matrix),
+                                     np.asarray(crop_principal, np.float64)[None])[0]
+  # The scale is f / Z with Z the root's depth along the frame the network predicts in
+  # (the virtual camera's axis); the root is on the ray through its pixel.
+  depth = geometry.unproject_depth(crop_scale, crop_focal[0])
+  ray = np.append((root_pixel - principal) / focal, 1.0)
+  return pose, ray * depth / (rotation[2] @ ray), root_pixel
+
+
+def to_json(prediction: dict) -> dict:
+  """``Predictor.predict``'s result with arrays as (nested) lists and a note on units."""
+  def plain(x):
+    if isinstance(x, dict):
+      return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (np.ndarray, np.generic, tuple, list)):
+      return np.asarray(x).tolist()
+    return x
+  out = plain(prediction)
+  out['units'] = ('pose_3d, root: mm, camera frame (x right, y down, z forward), pose_3d '
+                  'relative to the root (pelvis); pose_2d, box, crop_box (x, y, w, h), '
+                  'camera.principal: pixels of the image (pixel centres at +0.5); '
+                  'camera.scale: image px per mm; crop_*: pixels of the network input')
+  return out
+
+
+def prediction_picture(image: np.ndarray, prediction: dict,
+                       height: int = PICTURE_HEIGHT) -> np.ndarray:
+  """The photo at ``height`` px with the 2D skeleton and the crop outlined, beside the 3D
+  skeleton from the front and the side (``visualize.skeleton_3d_views``, height × height
+  each). Returns (height, round(width × height / H) + 2 × height, 3) uint8."""
+  image = np.asarray(image)
+  zoom = height / image.shape[0]
+  width = max(1, round(image.shape[1] * zoom))
+  photo = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+  line = max(1, height // 160)
+  photo = visualize.draw_skeleton_2d(photo, prediction['pose_2d'] * zoom, width=2 * line,
+                                     joint_radius=1.5 * line, outline=line)
+  pil = Image.fromarray(photo)
+  x, y, w, h = np.asarray(prediction['crop_box']) * zoom
+  ImageDraw.Draw(pil).rectangle((x, y, x + w, y + h), outline=(255, 255, 255), width=line)
+  views = visualize.skeleton_3d_views(prediction['pose_3d'], size=height)
+  return np.concatenate([np.asarray(pil), views], axis=1)
+
+
+def write(prediction: dict, image: np.ndarray, out_dir: str, name: str,
+          extra: dict | None = None) -> tuple[str, str]:
+  """Writes ``out_dir/<name>.json`` (``to_json`` + ``extra``) and ``<name>.png``
+  (``prediction_picture``); returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, name)
+  data = {**to_json(prediction), **(extra or {})}
+  # One line per key: readable, yet a pose stays one line instead of 68.
+  with open(stem + '.json', 'w') as f:
+    f.write('{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
+            + '\n}\n')
+  Image.fromarray(prediction_picture(image, prediction)).save(stem + '.png')
+  return stem + '.json', stem + '.png'
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+  """The file stems of ``paths``, made distinct (``a``, ``a_2``, …) where they repeat."""
+  names, seen = [], {}
+  for path in paths:
+    stem = pathlib.Path(path).stem
+    seen[stem] = seen.get(stem, 0) + 1
+    names.append(stem if seen[stem] == 1 else f'{stem}_{seen[stem]}')
+  return names
+
+
+def main(argv):
+  del argv
+  fl = flags.FLAGS
+  paths = fl.image
+  boxes = [parse_box(b) for b in fl.bbox or []]
+  if boxes and len(boxes) != len(paths):
+    raise ValueError(f'--bbox given {len(boxes)} times for {len(paths)} --image; give one '
+                     f'box per image, in the same order, or none')
+  # Read before the (slower) restore, so that a bad file fails at once.
+  images = [load_image(path)[0] for path in paths]
+  predictor = Predictor(fl.workdir, fl.step, fl.config)
+  predictions = predictor.predict_many(paths, boxes or None, fl.focal)
+  checkpoint_info = dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir),
+                                         step=predictor.step))
+  for path, image, name, prediction in zip(paths, images, output_names(paths), predictions):
+    files = write(prediction, image, fl.out, name,
+                  dict(image=os.path.abspath(path), **checkpoint_info))
+    print(f'{path}: wrote {" and ".join(files)}')
+
+
+if __name__ == '__main__':
+  cli.run(main, required=('workdir', 'image', 'out'))

@@ -1,0 +1,58 @@
+"""One of the processes that tests/test_multiprocess.py starts (not a test itself).
+
+Takes the shared flags (``--config``, ``--workdir`` and the process flags), trains
+``STEPS`` steps on its share of the fixed batches in ``WORKDIR/batches.npz``, saves an Orbax
+checkpoint from every process, evaluates the ``studio_test`` split and (process 0) writes
+the report to ``WORKDIR/eval.json``.
+"""
+
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+
+from jaxpose import checkpoint
+from jaxpose import cli
+from jaxpose import evaluate
+from jaxpose import parallel
+from jaxpose import train
+from jaxpose.models import posenet
+
+STEPS = 10
+EVAL_SOURCE = 'studio_test'
+
+
+def main(argv):
+  del argv
+  config, workdir = cli.FLAGS.config, cli.FLAGS.workdir
+  mesh = parallel.make_mesh()
+  model = posenet.create(config.model)
+  tx = train.make_optimizer(config.optim)
+  state, shardings = train.create_train_state(config, mesh, model, tx)
+  step = parallel.jit_train_step(
+      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  # This process's devices hold consecutive rows of the global batch, in process order.
+  local = config.batch_size // jax.process_count()
+  rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+  with np.load(os.path.join(workdir, 'batches.npz')) as batches:
+    for i in range(STEPS):
+      state, _ = step(state, parallel.to_global({k: v[i, rows] for k, v in batches.items()},
+                                                mesh))
+  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt.save(STEPS, state, {'config': checkpoint.config_to_json(config)})
+  ckpt.wait()
+  ckpt.close()
+
+  predict_fn = parallel.jit_predict(
+      functools.partial(evaluate.predict, model=model, config=config), mesh, shardings)
+  report, _ = evaluate.evaluate_split(EVAL_SOURCE, config.data.eval[EVAL_SOURCE], config,
+                                      predict_fn, state, mesh)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+      json.dump(report, f)
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,123 @@
+"""Two real processes on 127.0.0.1 (2 CPU devices each) against one process with 4 devices:
+the same training, a checkpoint one process restores, every evaluation example counted once.
+"""
+
+import functools
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxpose import benchmark
+from jaxpose import checkpoint
+from jaxpose import evaluate
+from jaxpose import parallel
+from jaxpose import train
+from jaxpose.data import tfds_io
+from jaxpose.models import posenet
+from conftest import REPO, load_config
+
+import multiprocess_worker as worker
+
+# A batch of 12 (6 per process) leaves padding in the last evaluation batch.
+OVERRIDES = {'eval_batch_size': 12, f'data.eval.{worker.EVAL_SOURCE}.max_examples': 0}
+PROCESSES = 2
+WORKER_TIMEOUT_S = 150
+
+
+def _config():
+  config = load_config('synthetic')
+  config.update_from_flattened_dict(OVERRIDES)
+  return config
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _train_one_process(config, batches):
+  mesh = parallel.make_mesh(jax.devices()[:PROCESSES * 2])
+  model = posenet.create(config.model)
+  tx = train.make_optimizer(config.optim)
+  state, shardings = train.create_train_state(config, mesh, model, tx)
+  step = parallel.jit_train_step(
+      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  for i in range(worker.STEPS):
+    state, _ = step(state, parallel.to_global({k: v[i] for k, v in batches.items()}, mesh))
+  return state, mesh, model, shardings
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Starts the two processes, trains the same steps in this one meanwhile, and returns
+  (workdir of the two, this process's state, mesh, model, shardings)."""
+  config = _config()
+  # Built here once: two processes building the same dataset at once would collide.
+  tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', config.data.data_dir,
+                                           config.data.eval[worker.EVAL_SOURCE].builder_config))
+  workdir = tmp_path_factory.mktemp('two_processes')
+  samples = [benchmark.random_batch(config, config.batch_size, seed)
+             for seed in range(worker.STEPS)]
+  batches = {k: np.stack([b[k] for b in samples]) for k in samples[0]}
+  np.savez(workdir / 'batches.npz', **batches)
+
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  command = [sys.executable, str(pathlib.Path(worker.__file__)),
+             '--config=configs/synthetic.py:smoke',
+             f'--config.data.data_dir={config.data.data_dir}',
+             *(f'--config.{k}={v}' for k, v in OVERRIDES.items()),
+             f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
+             f'--num_processes={PROCESSES}']
+  logs = [workdir / f'process_{i}.log' for i in range(PROCESSES)]
+  processes = [subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
+                                stdout=open(log, 'w'), stderr=subprocess.STDOUT)
+               for i, log in enumerate(logs)]
+  try:
+    state, mesh, model, shardings = _train_one_process(config, batches)
+    for process in processes:
+      process.wait(timeout=WORKER_TIMEOUT_S)
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  for process, log in zip(processes, logs):
+    assert process.returncode == 0, f'{log}:\n{log.read_text()[-3000:]}'
+  return workdir, state, mesh, model, shardings
+
+
+def test_two_processes_train_and_checkpoint_like_one(runs):
+  workdir, state, *_ = runs
+  restored, _ = checkpoint.Checkpointer(str(workdir)).restore(state)
+  assert int(restored.step) == worker.STEPS
+  # Restored into this process's 4-device mesh.
+  assert restored.params['latent']['kernel'].sharding == state.params['latent']['kernel'].sharding
+  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                      jax.device_get(restored), jax.device_get(state))
+  assert max(jax.tree.leaves(diff)) < 1e-5
+
+
+def test_evaluation_counts_every_example_once(runs):
+  workdir, state, mesh, model, shardings = runs
+  config = _config()
+  restored, _ = checkpoint.Checkpointer(str(workdir)).restore(state)
+  predict_fn = parallel.jit_predict(
+      functools.partial(evaluate.predict, model=model, config=config), mesh, shardings)
+  source = config.data.eval[worker.EVAL_SOURCE]
+  alone, _ = evaluate.evaluate_split(worker.EVAL_SOURCE, source, config, predict_fn,
+                                     restored, mesh)
+  together = json.loads((workdir / 'eval.json').read_text())
+  builder = tfds_io.get_builder(source.dataset, config.data.data_dir, source.builder_config)
+  assert together['num_examples'] == alone['num_examples'] == (
+      builder.info.splits[source.split].num_examples)
+  for key in ('mpjpe', 'pa_mpjpe', 'n_mpjpe', 'pck', 'auc'):
+    np.testing.assert_allclose(together[key], alone[key], rtol=1e-5, err_msg=key)

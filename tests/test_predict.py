@@ -1,0 +1,213 @@
+"""Prediction on photos: the library, the command line, and their errors.
+
+A smoke checkpoint is trained once per test process (``trained_smoke_workdir``, which the
+notebook test shares); the photos are the real MPII and Human3.6M samples of
+``../shared/fixtures/real`` (skipped where absent).
+"""
+
+import functools
+import json
+import tempfile
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from jaxpose import geometry
+from jaxpose import predict
+from jaxpose import skeleton
+from jaxpose import train
+from jaxpose.data import crops
+from jaxpose.data import synthetic
+from conftest import load_config
+
+J = skeleton.NUM_JOINTS
+
+
+@functools.lru_cache(maxsize=None)
+def trained_smoke_workdir() -> str:
+  """A workdir with a checkpoint of the synthetic smoke config (two steps)."""
+  workdir = tempfile.mkdtemp(prefix='jaxpose_predict_')
+  config = load_config('synthetic')
+  config.total_steps = 2
+  config.checkpoint_every_steps = 2
+  config.image_every_steps = 0
+  config.data.eval = {}  # prediction needs a checkpoint, not its evaluation
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def predictor():
+  return predict.Predictor(trained_smoke_workdir())
+
+
+def _real_photos(root):
+  """(path, person box x, y, w, h, focal or None) of every real sample: MPII's boxes from
+  its centre and scale (box height / 200 px); Human3.6M's too, with its camera's focal."""
+  photos = []
+  for record in json.loads((root / 'mpii' / 'annotations.json').read_text()):
+    half = 100 * record['scale']
+    (cx, cy) = record['center']
+    photos.append((root / 'mpii' / 'images' / record['image'],
+                   (cx - half, cy - half, 2 * half, 2 * half), None))
+  h36m = np.load(root / 'h36m' / 'annotations.npz')
+  cameras = json.loads((root / 'h36m' / 'cameras.json').read_text())
+  for name, (cx, cy), scale in zip(h36m['imgname'], h36m['center'], h36m['scale']):
+    subject, camera = name.split('/')[0], name.split('/')[1].split('.')[-1]
+    half = 100 * scale
+    focal = float(np.mean(cameras[f'{subject}_{camera}']['f']))
+    photos.append((root / 'h36m' / 'images' / name,
+                   (cx - half, cy - half, 2 * half, 2 * half), focal))
+  return photos
+
+
+def _check(prediction, width, height):
+  """Shapes, finiteness and the geometry that ties the outputs together."""
+  assert prediction['joint_names'] == skeleton.JOINT_NAMES
+  assert prediction['image_size'] == (width, height)
+  pose_3d, pose_2d, root = prediction['pose_3d'], prediction['pose_2d'], prediction['root']
+  assert pose_3d.shape == (J, 3) and pose_2d.shape == (J, 2) and root.shape == (3,)
+  for value in (pose_3d, pose_2d, root, prediction['crop_box'], prediction['crop_matrix'],
+                *prediction['camera'].values(), *prediction['intrinsics'].values()):
+    assert np.all(np.isfinite(value))
+  np.testing.assert_allclose(pose_3d[skeleton.ROOT], 0.0, atol=1e-3)
+  # Near the image: an untrained network's 2D stays inside its crop, which overlaps it.
+  assert np.all(pose_2d > -0.5 * np.array([width, height]))
+  assert np.all(pose_2d < 1.5 * np.array([width, height]))
+  camera, intrinsics = prediction['camera'], prediction['intrinsics']
+  assert root[2] > 0 and camera['scale'] > 0
+  # The root projects where the weak-perspective camera puts it, …
+  focal = np.full(2, intrinsics['focal'])
+  np.testing.assert_allclose(geometry.project(root[None], focal, intrinsics['principal'])[0],
+                             camera['principal'], atol=1e-6)
+  # … the crop's camera is the image's moved through the crop matrix, …
+  matrix = prediction['crop_matrix']
+  np.testing.assert_allclose(camera['crop_scale'], camera['scale'] * matrix[0, 0], rtol=1e-9)
+  np.testing.assert_allclose(geometry.apply_affine(matrix, camera['principal'][None])[0],
+                             camera['crop_principal'], atol=1e-6)
+  # … and the crop box is what the matrix maps onto the network's input.
+  x, y, side, side_y = prediction['crop_box']
+  assert side == side_y
+  corners = np.array([[x, y], [x + side, y + side]])
+  np.testing.assert_allclose(geometry.apply_affine(matrix, corners),
+                             [[0, 0], [camera['crop_size']] * 2], atol=1e-6)
+
+
+@pytest.mark.parametrize('virtual_camera', [True, False])
+def test_exact_network_outputs_give_back_the_camera_frame_pose(virtual_camera):
+  """What a perfect network outputs for a synthetic person, turned back into the camera
+  frame, is the person's own pose and position."""
+  sample = synthetic.render_sample('wild_test', 3, image_size=256)
+  lo, hi = sample.joints_2d.min(0), sample.joints_2d.max(0)
+  centre, side = predict.person_region((*lo, *(hi - lo)), (256, 256), 'sample')
+  size = 64
+  matrix = geometry.crop_matrix(centre, side, size)
+  focal, principal = geometry.transform_intrinsics(matrix, sample.focal, sample.principal)
+  rotation = (geometry.virtual_camera_rotation(focal[None], principal[None], np.ones(1, bool),
+                                               size)[0] if virtual_camera else np.eye(3))
+  root = sample.joints_3d[skeleton.ROOT]
+  crop_scale = focal[0] / (rotation @ root)[2]
+  crop_principal = geometry.project(root[None], focal, principal)[0]
+  pose, got_root, root_pixel = predict.to_camera(
+      geometry.to_crop_frame(geometry.root_centre(sample.joints_3d), rotation), crop_scale,
+      crop_principal, matrix, sample.focal[0], sample.principal, size, virtual_camera)
+  np.testing.assert_allclose(pose, geometry.root_centre(sample.joints_3d), atol=1e-6)
+  np.testing.assert_allclose(got_root, root, rtol=1e-9)
+  np.testing.assert_allclose(root_pixel, sample.joints_2d[skeleton.ROOT], atol=1e-6)
+
+
+def test_real_photos_with_and_without_a_box(predictor, real_fixtures):
+  photos = _real_photos(real_fixtures)
+  paths, boxes, focals = zip(*photos)
+  with_box = predictor.predict_many(paths, boxes, focals)
+  # Finding the person runs the network twice; a few photos of both datasets suffice.
+  without = predictor.predict_many(paths[::3], focal=focals[::3])
+  for (path, box, focal), prediction in zip(photos, with_box):
+    width, height = Image.open(path).size
+    _check(prediction, width, height)
+    np.testing.assert_array_equal(prediction['box'], box)
+    x, y, w, h = box
+    side = crops.BOX_PADDING * max(w, h)
+    np.testing.assert_allclose(prediction['crop_box'],
+                               [x + w / 2 - side / 2, y + h / 2 - side / 2, side, side])
+    assert prediction['intrinsics']['focal_assumed'] == (focal is None)
+    if focal is not None:
+      assert prediction['intrinsics']['focal'] == focal
+  for path, prediction in zip(paths[::3], without):
+    width, height = Image.open(path).size
+    _check(prediction, width, height)
+    assert prediction['box'] is None
+  mpii = without[0]
+  assert mpii['intrinsics']['focal'] == pytest.approx(predict.default_focal(1280))
+
+
+def test_batched_equals_one_by_one(predictor, real_fixtures):
+  photos = _real_photos(real_fixtures)[2:5]
+  images = [np.asarray(Image.open(path).convert('RGB')) for path, _, _ in photos]
+  boxes = [photos[0][1], None, photos[2][1]]
+  batched = predictor.predict_many(images, boxes)
+  for image, box, together in zip(images, boxes, batched):
+    alone = predictor.predict(image, box)
+    for key in ('pose_3d', 'pose_2d', 'root', 'crop_box'):
+      np.testing.assert_allclose(together[key], alone[key], rtol=1e-4, atol=1e-3)
+
+
+def test_command_line_writes_json_and_picture(real_fixtures, tmp_path):
+  (first, box, _), (second, _, _) = _real_photos(real_fixtures)[:2]
+  argv = ['predict', f'--workdir={trained_smoke_workdir()}', f'--image={first}',
+          f'--image={second}', f'--bbox={",".join(map(str, box))}', '--bbox=10,20,300,400',
+          '--focal=1000', f'--out={tmp_path}']
+  flags.FLAGS(argv)
+  try:
+    predict.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+  for path in (first, second):
+    width, height = Image.open(path).size
+    data = json.loads((tmp_path / f'{path.stem}.json').read_text())
+    assert set(data) == {'joint_names', 'pose_3d', 'pose_2d', 'root', 'box', 'crop_box',
+                         'crop_matrix', 'camera', 'intrinsics', 'image_size', 'units',
+                         'image', 'checkpoint'}
+    assert data['image'] == str(path) and data['checkpoint']['step'] == 2
+    assert data['intrinsics'] == {'focal': 1000.0, 'principal': [width / 2, height / 2],
+                                  'focal_assumed': False}
+    assert np.all(np.isfinite(data['pose_3d'])) and np.shape(data['pose_3d']) == (J, 3)
+    picture = Image.open(tmp_path / f'{path.stem}.png')
+    h = predict.PICTURE_HEIGHT
+    assert picture.size == (round(width * h / height) + 2 * h, h)
+  assert data['box'] == [10, 20, 300, 400]
+
+
+def test_bad_inputs_are_named(predictor, tmp_path):
+  with pytest.raises(FileNotFoundError, match=f'no checkpoint in {tmp_path}'):
+    predict.Predictor(str(tmp_path))
+  (tmp_path / 'checkpoints').mkdir()
+  with pytest.raises(FileNotFoundError, match=f'no checkpoint in {tmp_path}'):
+    predict.Predictor(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='no checkpoint for step 5 in .*steps there: '
+                                              r'\[2\]'):
+    predict.Predictor(trained_smoke_workdir(), step=5)
+
+  corrupt = tmp_path / 'corrupt.jpg'
+  corrupt.write_bytes(b'\xff\xd8 not really a JPEG')
+  with pytest.raises(ValueError, match='cannot read image .*corrupt.jpg'):
+    predictor.predict(corrupt)
+  with pytest.raises(FileNotFoundError, match='image .*missing.png does not exist'):
+    predictor.predict(tmp_path / 'missing.png')
+  with pytest.raises(ValueError, match=r'\(H, W, 3\) uint8 array, got an array of shape '
+                                       r'\(8, 8\)'):
+    predictor.predict(np.zeros((8, 8), np.uint8))
+
+  photo = tmp_path / 'photo.png'
+  Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
+  with pytest.raises(ValueError, match=r'box \(x, y, w, h\) = \(50.0, 0.0, 10.0, 10.0\) lies '
+                                       r'outside image .*photo.png of size 40x30'):
+    predictor.predict(photo, box=(50, 0, 10, 10))
+  with pytest.raises(ValueError, match='w, h > 0'):
+    predictor.predict(photo, box=(0, 0, 0, 10))
+  with pytest.raises(ValueError, match='focal of .*photo.png must be a positive number'):
+    predictor.predict(photo, focal=-1.0)
+  with pytest.raises(ValueError, match="--bbox must be four numbers x,y,w,h, got '1,2,3'"):
+    predict.parse_box('1,2,3')
