@@ -23,6 +23,8 @@ config_flags.DEFINE_config_file(
     'config', None, 'Experiment config, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation output.')
+flags.DEFINE_integer('step', None, 'Checkpoint step to restore (evaluate, predict; default: '
+                     'the latest).')
 flags.DEFINE_bool('distributed', False,
                   'One of several processes on a TPU pod, a SLURM allocation or under Open MPI: '
                   'jax.distributed detects the coordinator, process count and process id.')

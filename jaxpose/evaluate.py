@@ -15,7 +15,6 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -29,8 +28,6 @@ from jaxpose import train
 from jaxpose import visualize
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
-
-flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the latest).')
 
 
 def predict(state: train.TrainState, batch: dict, *, model: posenet.PoseNet,

@@ -48,8 +48,6 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from jaxpose import checkpoint
 from jaxpose import cli
-# Defines --step, which evaluation and prediction share.
-from jaxpose import evaluate  # pylint: disable=unused-import
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose import visualize

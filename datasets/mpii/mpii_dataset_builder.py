@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import json
 from typing import Iterator
 
 from absl import logging
 from etils import epath
 import numpy as np
-from PIL import Image
 import scipy.io
 import tensorflow_datasets as tfds
 
 from jaxpose import skeleton
-from jaxpose.data import crops
+from jaxpose.data import readers
 from jaxpose.data import features
 
 NUM_MPII_JOINTS = 16
@@ -136,7 +134,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           # A person box needs two joints; MPII has rects with no or one point.
           skipped['people with fewer than 2 valid joints'] += 1
           continue
-        yield person.key, _example_2d(
+        yield person.key, readers.example_2d(
             image, joints, valid, self.builder_config.image_size,
             sequence=person.image, action=person.action, frame=person.frame)
     if skipped:
@@ -241,28 +239,7 @@ def _load_image(path: epath.Path, annotation: epath.Path) -> np.ndarray | None:
   if not path.exists():
     raise FileNotFoundError(f'{path}: image listed in {annotation} not found; expected '
                             'the images of mpii_human_pose_v1.tar.gz in that folder')
-  data = path.read_bytes()
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      return np.asarray(image.convert('RGB'))
-  except OSError as e:  # Unknown format or truncated data.
-    logging.warning('%s: cannot decode (%s); skipped.', path, e)
-    return None
-
-
-def _example_2d(image: np.ndarray, joints: np.ndarray, valid: np.ndarray, image_size: int,
-               **metadata) -> dict:
-  """The example of one person of a dataset with 2D labels only."""
-  crop = crops.person_crop(image, joints, valid, image_size)
-  return dict(
-      features.empty_metadata(),
-      image=crops.encode_jpeg(crop['image']),
-      joints_2d=crop['joints_2d'],
-      joints_2d_valid=valid,
-      joints_3d=np.zeros((skeleton.NUM_JOINTS, 3), np.float32),
-      has_3d=False,
-      intrinsics=dict(focal=crop['focal'], principal=crop['principal']),
-      has_intrinsics=False,
-      scene='wild',
-      **metadata,
-  )
+  image = readers.decode_image(path.read_bytes())
+  if image is None:
+    logging.warning('%s: cannot decode; skipped.', path)
+  return image

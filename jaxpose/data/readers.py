@@ -295,3 +295,21 @@ def example_3d(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
       has_intrinsics=True,
       **metadata,
   )
+
+
+def example_2d(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray, image_size: int,
+               **metadata) -> dict:
+  """The example of one person of an in-the-wild dataset with 2D labels only."""
+  crop = crops.person_crop(image, joints_2d, valid, image_size)
+  return dict(
+      features.empty_metadata(),
+      image=crops.encode_jpeg(crop['image']),
+      joints_2d=crop['joints_2d'],
+      joints_2d_valid=np.asarray(valid, bool),
+      joints_3d=np.zeros((skeleton.NUM_JOINTS, 3), np.float32),
+      has_3d=False,
+      intrinsics=dict(focal=crop['focal'], principal=crop['principal']),
+      has_intrinsics=False,
+      scene='wild',
+      **metadata,
+  )
