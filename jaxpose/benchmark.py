@@ -9,7 +9,8 @@
   cost analysis of the compiled step, and the FLOP/s achieved with its fraction of the peak;
 * ``infer``: images/s of the network at batch 32 and its latency p50/p90 at batch 1;
 * ``peak``: FLOP/s of large matmuls (one per device, in the model's compute dtype; the
-  fastest of 5 calls) in the same run, the yardstick of the fractions above;
+  fastest of 10 calls) in the same run, the yardstick of the fractions above (a machine
+  busy with other work can disturb it, and the fractions with it);
 * ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
   with the reason, if they are not built and ``config.data.build_if_missing`` is off);
 * ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
@@ -51,6 +52,7 @@ flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are
 INFER_BATCH = 32
 LATENCY_CALLS = 20
 INPUT_BATCHES = 20
+PEAK_CALLS = 10
 # Side of the square matmuls that measure the peak: large enough to run at full speed, small
 # enough to take well under a second per device.
 PEAK_MATMUL = {'cpu': 2048}
@@ -100,7 +102,7 @@ def measure_peak(mesh, dtype) -> dict:
                      parallel.batch_sharding(mesh))
   matmul = jax.jit(lambda a: jnp.einsum('bij,bjk->bik', a, a))
   # The fastest call: other work on the machine only ever slows a call down.
-  seconds = min(_call_times(lambda: matmul(x), 5))
+  seconds = min(_call_times(lambda: matmul(x), PEAK_CALLS))
   return dict(flops_per_s=2 * devices * n**3 / seconds, matmul=[devices, n, n],
               dtype=str(jnp.dtype(dtype)))
 

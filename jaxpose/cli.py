@@ -56,9 +56,12 @@ def _check_process_flags(values) -> bool:
                                 f'--num_processes={values["num_processes"]}')
   return True
 
-# XLA:CPU hands convolutions to YNNPACK, which is slow on weight-gradient convolutions;
-# this makes the ResNet-50 train step ~1.5× faster on CPU with equal gradients (measured
-# with jaxlib 0.10.2; the flag is experimental, recheck it when jaxlib changes).
+
+# XLA:CPU hands convolutions to YNNPACK, which is slow on weight-gradient convolutions.
+# Without it the paper's network (256 px, batch 8, 2 cores) trains at 2.5 instead of 1.4
+# images/s and infers at 13.5 instead of 9.0, with gradients equal to 3e-6 (jaxlib 0.10.2,
+# `python -m jaxpose.benchmark --config=configs/synthetic.py:paper_model --batch_size=8
+# [--nocpu_xla_flag]`; the flag is experimental, recheck it when jaxlib changes).
 CPU_XLA_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 
 
