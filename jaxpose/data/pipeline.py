@@ -52,8 +52,10 @@ class Source:
     return len(self.records)
 
 
-def open_source(name: str, source_config, data_config) -> Source:
-  """Opens ``source_config`` (see ``jaxpose.config.source``), building it if allowed."""
+def open_source(name: str, source_config, data_config, limit: int = 0) -> Source:
+  """Opens ``source_config`` (see ``jaxpose.config.source``), building it if allowed;
+  ``limit`` > 0 keeps the split's first ``limit`` examples (before the per-process split, so
+  that the same examples count whatever the number of processes)."""
   data_dir = os.path.expanduser(data_config.data_dir)
   builder = tfds_io.get_builder(source_config.dataset, data_dir,
                                 source_config.builder_config or None)
@@ -69,15 +71,16 @@ def open_source(name: str, source_config, data_config) -> Source:
   if source_config.split not in builder.info.splits:
     raise ValueError(f'data source {name!r}: {builder.info.full_name} has no split '
                      f'{source_config.split!r}; it has {sorted(builder.info.splits)}')
-  split = tfds.split_for_jax_process(source_config.split)
+  split = source_config.split + (f'[:{limit}]' if limit else '')
+  num_global = builder.info.splits[split].num_examples
+  split = tfds.split_for_jax_process(split)
   try:
     records = builder.as_data_source(split).data_source
   except Exception as e:  # A tfrecord build has no random access.
     raise ValueError(f'data source {name!r}: cannot read {builder.data_dir} by index '
                      f'({e}); rebuild it with `python -m jaxpose.data.build` (array_record)'
                      ) from e
-  return Source(name, builder, source_config.split, records,
-                builder.info.splits[source_config.split].num_examples)
+  return Source(name, builder, source_config.split, records, num_global)
 
 
 def batch_shares(sources: ml_collections.ConfigDict, batch_size: int) -> dict[str, int]:
@@ -328,14 +331,10 @@ def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
   devices and processes.
   """
   padded_size = padded_size or local_batch_size
-  source = open_source(name, source_config, config.data)
-  count = len(source)
-  if source_config.max_examples:
-    count = min(count, source_config.max_examples)
-  per_process = math.ceil(min(source.num_global, source_config.max_examples or math.inf)
-                          / jax.process_count())
-  num_batches = math.ceil(per_process / local_batch_size)
-  ds = _index_stream(source, 0, (), shuffle=False).take(count)
+  source = open_source(name, source_config, config.data, source_config.max_examples)
+  num_batches = math.ceil(math.ceil(source.num_global / jax.process_count())
+                          / local_batch_size)
+  ds = _index_stream(source, 0, (), shuffle=False)
   ds = ds.map(lambda _, ex: eval_example(ex, config.data.input_size),
               num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
   ds = ds.batch(local_batch_size).prefetch(config.data.prefetch)
