@@ -6,33 +6,12 @@ import jax
 import numpy as np
 import pytest
 
+from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import parallel
-from jaxpose import skeleton
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
-
-J = skeleton.NUM_JOINTS
-
-
-def fake_batch(config, n, seed=0):
-  """A batch with every field the step reads: half 3D-labelled, half 2D-only."""
-  rng = np.random.default_rng(seed)
-  size = config.data.input_size
-  joints_3d = rng.normal(0, 300, (n, J, 3)).astype(np.float32) + [0, 0, 5000]
-  return dict(
-      image=rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8),
-      joints_2d=rng.uniform(0, size, (n, J, 2)).astype(np.float32),
-      joints_2d_valid=rng.uniform(size=(n, J)) > 0.1,
-      joints_3d=joints_3d,
-      has_3d=np.arange(n) % 2 == 0,
-      focal=np.full((n, 2), 100.0, np.float32),
-      principal=rng.uniform(0, size, (n, 2)).astype(np.float32),
-      has_intrinsics=np.arange(n) % 2 == 0,
-      ref_bone_lengths=rng.uniform(100, 400, (n, skeleton.NUM_BONES)).astype(np.float32),
-      has_ref_bones=np.ones(n, bool),
-  )
 
 
 def _run_steps(config, devices, batches):
@@ -52,7 +31,7 @@ def test_sharded_step_equals_single_device(fsdp):
   assert jax.device_count() == 8
   config = load_config('synthetic')
   config.fsdp = fsdp
-  batches = [fake_batch(config, 8, seed) for seed in range(2)]
+  batches = [benchmark.random_batch(config, 8, seed) for seed in range(2)]
   one, m1 = _run_steps(config, jax.devices()[:1], batches)
   eight, m8 = _run_steps(config, jax.devices(), batches)
   diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
@@ -64,7 +43,7 @@ def test_sharded_step_equals_single_device(fsdp):
 
 def test_step_reduces_the_loss_on_a_repeated_batch():
   config = load_config('synthetic')
-  batch = fake_batch(config, 8)
+  batch = benchmark.random_batch(config, 8)
   _, first = _run_steps(config, jax.devices()[:1], [batch])
   _, later = _run_steps(config, jax.devices()[:1], [batch] * 8)
   assert later['loss'] < first['loss']
@@ -75,7 +54,7 @@ def test_step_reduces_the_loss_on_a_repeated_batch():
 def test_pretrained_learning_rate_multiplier():
   config = load_config('synthetic')
   config.optim.pretrained_lr_multiplier = 0.0
-  batch = fake_batch(config, 8)
+  batch = benchmark.random_batch(config, 8)
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = posenet.create(config.model)
   tx = train.make_optimizer(config.optim)
