@@ -71,7 +71,11 @@ def open_source(name: str, source_config, data_config, limit: int = 0) -> Source
   if source_config.split not in builder.info.splits:
     raise ValueError(f'data source {name!r}: {builder.info.full_name} has no split '
                      f'{source_config.split!r}; it has {sorted(builder.info.splits)}')
-  split = source_config.split + (f'[:{limit}]' if limit else '')
+  # TFDS rejects a slice longer than the split: only cut splits that are longer.
+  if 0 < limit < builder.info.splits[source_config.split].num_examples:
+    split = f'{source_config.split}[:{limit}]'
+  else:
+    split = source_config.split
   num_global = builder.info.splits[split].num_examples
   split = tfds.split_for_jax_process(split)
   try:
