@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
@@ -28,7 +29,7 @@ def _example(seed=0, size=192):
 
 
 def _augment():
-  return load_config('synthetic').data.augment
+  return config_lib.base_config().data.augment
 
 
 @pytest.mark.parametrize('seed', range(6))
