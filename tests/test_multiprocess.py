@@ -25,8 +25,12 @@ from conftest import REPO, load_config
 
 import multiprocess_worker as worker
 
-# A batch of 12 (6 per process) leaves padding in the last evaluation batch.
-OVERRIDES = {'eval_batch_size': 12, f'data.eval.{worker.EVAL_SOURCE}.max_examples': 0}
+# A batch of 12 (6 per process) leaves padding in the last evaluation batch. The paper's
+# bone weight: the quickstart's 5× on the untrained smoke network (predicted bones near
+# zero length, so their directions are ill-conditioned) turns float32 rounding differences
+# into optimiser states several per cent apart within the 10 steps; at 1 they agree to 1e-5.
+OVERRIDES = {'eval_batch_size': 12, f'data.eval.{worker.EVAL_SOURCE}.max_examples': 0,
+             'loss.bone': 1.0}
 PROCESSES = 2
 WORKER_TIMEOUT_S = 150
 
@@ -101,9 +105,13 @@ def test_two_processes_train_and_checkpoint_like_one(runs):
   assert int(restored.step) == worker.STEPS
   # Restored into this process's 4-device mesh.
   assert restored.params['latent']['kernel'].sharding == state.params['latent']['kernel'].sharding
-  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+  # Relative to each leaf's scale: Adadelta's accumulated squared gradients reach the
+  # hundreds, where float32 sums in another order differ in absolute terms.
+  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()
+                                         / max(1.0, np.abs(np.asarray(b)).max())),
                       jax.device_get(restored), jax.device_get(state))
-  assert max(jax.tree.leaves(diff)) < 1e-5
+  worst = max(jax.tree_util.tree_leaves_with_path(diff), key=lambda kv: kv[1])
+  assert worst[1] < 1e-5, jax.tree_util.keystr(worst[0])
 
 
 def test_evaluation_counts_every_example_once(runs):
