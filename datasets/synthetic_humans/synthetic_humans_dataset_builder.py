@@ -47,12 +47,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # encodes and writes an example in about a sixth of the time a worker takes to render
     # one: four workers leave it headroom and bound the memory they take.
     workers = min(multiprocessing.cpu_count(), 4)
-    with futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn')) as pool:
-      self._pool = pool
-      try:
-        super().download_and_prepare(**kwargs)
-      finally:
-        del self._pool
+    self._pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'))
+    try:
+      super().download_and_prepare(**kwargs)
+    finally:
+      # After an error or an interrupt, renders still queued are dropped, not awaited.
+      self._pool.shutdown(cancel_futures=True)
+      del self._pool
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=features.example_features())
