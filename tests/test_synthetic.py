@@ -138,7 +138,8 @@ def test_built_dataset_holds_the_generated_examples(tmp_path):
   tfds_io.ensure_built(builder)
   assert {s: builder.info.splits[s].num_examples for s in synthetic.SPLITS} == {
       'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}
-  # The worker processes render out of order; each example must still be its index's.
+  # The builder pairs indices with the examples its worker pool returns: each stored record
+  # must be its own frame's example.
   records = builder.as_data_source('studio_test')
   assert sorted(int(r['frame']) for r in records) == list(range(32))
   for stored in records:
