@@ -120,7 +120,8 @@ def evaluate_all(config: ml_collections.ConfigDict, model, state, mesh, sharding
                                                state, mesh, mean_pose)
     report['step'] = int(step)
     reports[name] = report
-    summary = {k: report[k] for k in ('mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc',
+    summary = {k: report[k] for k in ('mpjpe', 'global_scale_mpjpe', 'n_mpjpe', 'pa_mpjpe',
+                                      'pck', 'auc', 'global_scale_pck', 'global_scale_auc',
                                       'mean_pose_mpjpe') if k in report}
     logging.info('Evaluation %s at step %d (%d examples): %s', name, step,
                  report['num_examples'], summary)

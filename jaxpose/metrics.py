@@ -1,6 +1,7 @@
-"""Per-example 3D pose errors (numpy): MPJPE under three alignments, 3D PCK and AUC.
+"""Per-example 3D pose errors (numpy): MPJPE under four alignments, 3D PCK and AUC.
 
-Definitions follow the benchmarks' official code (see ``jaxpose.protocols``). Every function
+Definitions follow the benchmarks' official code (see ``jaxpose.protocols``); the README
+("Evaluate a checkpoint") says which of the paper's tables uses which alignment, and why. Every function
 takes a batch: ``pred`` and ``gt`` (N, J, 3) root-relative joints in millimetres and an optional
 (N, J) bool ``mask`` of the joints that count (None: all). Alignments are fitted on the masked
 joints only and errors are averaged over them; an example with no masked joint gives NaN.
@@ -11,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-ALIGNMENTS = ('none', 'scale', 'procrustes')
+from jaxpose import skeleton
+
+# 'none': as predicted ("unscaled"); 'global_scale': scaled so that its bone lengths sum to
+# the ground truth's (the paper's "globally scaled", after Zhou et al. 2017's evaluation);
+# 'least_squares_scale': the least-squares scale (N-MPJPE, Rhodin et al. 2018);
+# 'procrustes': the least-squares similarity transform (PA-MPJPE).
+ALIGNMENTS = ('none', 'global_scale', 'least_squares_scale', 'procrustes')
 # The MPI-INF-3DHP AUC thresholds: 0, 5, ..., 150 mm (31 of them).
 AUC_THRESHOLDS = np.arange(0.0, 151.0, 5.0)
 PCK_THRESHOLD = 150.0
@@ -43,8 +50,11 @@ def align(pred, gt, mode, mask=None):
 
   Args:
     pred: (N, J, 3) predicted joints. gt: (N, J, 3) ground truth. mask: (N, J) bool or None.
-    mode: 'none' (as is), 'scale' (the least-squares scale, no rotation or translation) or
-      'procrustes' (the least-squares similarity: rotation, scale and translation).
+    mode: one of ``ALIGNMENTS``: 'none' (as is); 'global_scale' (× the ratio of the bone
+      length sums, ground truth over prediction, over the bones whose two joints are
+      masked); 'least_squares_scale' (the least-squares scale, no rotation or
+      translation); 'procrustes' (the least-squares similarity: rotation, scale and
+      translation).
 
   Returns:
     (N, J, 3) aligned prediction (every joint is moved, masked or not).
@@ -54,13 +64,30 @@ def align(pred, gt, mode, mask=None):
   pred, gt, mask = _check(pred, gt, mask)
   if mode == 'none':
     return pred
+  align_fn = {'global_scale': _align_bone_length_scale,
+              'least_squares_scale': _align_least_squares_scale,
+              'procrustes': _align_similarity}[mode]
   with np.errstate(invalid='ignore', divide='ignore'):  # No masked joint: NaN, as documented.
-    return _align_scale(pred, gt, mask) if mode == 'scale' else _align_similarity(pred, gt, mask)
+    return align_fn(pred, gt, mask)
 
 
-def _align_scale(pred, gt, mask):
+def _align_bone_length_scale(pred, gt, mask):
+  # One scale for the whole skeleton that gives it the ground truth's size, whatever the
+  # joint errors: unlike the least-squares scale it can raise MPJPE (the paper's Tables 1
+  # and 4 show globally scaled MPJPE above unscaled).
+  if pred.shape[1] != skeleton.NUM_JOINTS:
+    raise ValueError(f"mode 'global_scale' measures the H36M-17 skeleton's bones: pred and gt "
+                     f'must have {skeleton.NUM_JOINTS} joints, got {pred.shape[1]}')
+  parent, child = skeleton.BONES.T
+  both = mask[:, parent] & mask[:, child]
+  length = lambda poses: np.linalg.norm(poses[:, child] - poses[:, parent], axis=-1)
+  scale = np.sum(both * length(gt), axis=1) / np.sum(both * length(pred), axis=1)
+  return scale[:, None, None] * pred
+
+
+def _align_least_squares_scale(pred, gt, mask):
   w = mask[..., None]
-  # s* = sum <p, g> / sum |p|^2 about the root, as in the "globally scaled" protocol.
+  # s* = sum <p, g> / sum |p|^2 about the root (N-MPJPE).
   scale = np.sum(w * pred * gt, axis=(1, 2)) / np.sum(w * pred**2, axis=(1, 2))
   return scale[:, None, None] * pred
 
@@ -87,9 +114,15 @@ def mpjpe(pred, gt, mask=None):
   return _masked_mean(np.linalg.norm(pred - gt, axis=-1), mask)
 
 
+def global_scale_mpjpe(pred, gt, mask=None):
+  """(N,) MPJPE after scaling ``pred`` to the bone length sum of ``gt`` (the paper's
+  "globally scaled")."""
+  return mpjpe(align(pred, gt, 'global_scale', mask), gt, mask)
+
+
 def n_mpjpe(pred, gt, mask=None):
   """(N,) MPJPE after the per-example least-squares scale of ``pred`` onto ``gt``."""
-  return mpjpe(align(pred, gt, 'scale', mask), gt, mask)
+  return mpjpe(align(pred, gt, 'least_squares_scale', mask), gt, mask)
 
 
 def pa_mpjpe(pred, gt, mask=None):

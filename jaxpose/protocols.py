@@ -7,10 +7,13 @@ needs only some of them). ``evaluate`` picks a protocol by name and returns a JS
 report::
 
   {'protocol': str, 'num_examples': int,
-   'mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc': the headline numbers (PCK and AUC unaligned),
+   'mpjpe', 'global_scale_mpjpe', 'n_mpjpe', 'pa_mpjpe': the headline MPJPE under each
+       alignment ('none', 'global_scale', 'least_squares_scale', 'procrustes'),
+   'pck', 'auc': the headline PCK and AUC, unaligned; 'global_scale_pck', 'global_scale_auc'
+       the same globally scaled (the paper's headline alignment),
    'headline': how the headline numbers average the frames,
    'pck_joints', 'mpjpe_joints': the joint names each metric uses,
-   'alignments': {'none' | 'scale' | 'procrustes':
+   'alignments': {<mode of metrics.ALIGNMENTS>:
                       {'mpjpe', 'pck', 'auc': headline numbers under that alignment,
                        <breakdown>: {<row>: {'num_examples', 'mpjpe', 'pck', 'auc'}}}},
    ...protocol-specific keys}
@@ -19,6 +22,8 @@ How frames are pooled (the official MPI-INF-3DHP way; frame-weighted everywhere 
 says otherwise): MPJPE is the mean over frames of each frame's mean over its valid joints;
 PCK and AUC count (frame, joint) pairs over the PCK joints that are valid. Alignments are
 fitted per example on all its valid joints. A number with nothing to average is None.
+``ALIGNMENT_NAMES`` labels each alignment in tables; the README ("Evaluate a checkpoint")
+says which of the paper's tables uses which.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from matplotlib.figure import Figure
 from jaxpose import metrics
 from jaxpose import skeleton
 
-ALIGNMENT_NAMES = {'none': 'unscaled', 'scale': 'globally scaled', 'procrustes': 'Procrustes'}
+ALIGNMENT_NAMES = {'none': 'unscaled', 'global_scale': 'globally scaled',
+                   'least_squares_scale': 'N-MPJPE scale', 'procrustes': 'Procrustes'}
+_MPJPE_KEYS = {'none': 'mpjpe', 'global_scale': 'global_scale_mpjpe',
+               'least_squares_scale': 'n_mpjpe', 'procrustes': 'pa_mpjpe'}
 _METRICS = ('pck', 'auc', 'mpjpe')  # The paper's column order.
 
 # Human3.6M's actions in the order of the usual tables (canonical names in meta['action']).
@@ -148,9 +156,10 @@ def _pck_mask(valid):
 def _report(protocol, num_examples, alignments, headline, **extra):
   return dict(
       protocol=protocol, num_examples=num_examples,
-      mpjpe=alignments['none']['mpjpe'], n_mpjpe=alignments['scale']['mpjpe'],
-      pa_mpjpe=alignments['procrustes']['mpjpe'], pck=alignments['none']['pck'],
-      auc=alignments['none']['auc'], headline=headline,
+      **{key: alignments[mode]['mpjpe'] for mode, key in _MPJPE_KEYS.items()},
+      pck=alignments['none']['pck'], auc=alignments['none']['auc'],
+      global_scale_pck=alignments['global_scale']['pck'],
+      global_scale_auc=alignments['global_scale']['auc'], headline=headline,
       pck_joints=[skeleton.JOINT_NAMES[j] for j in skeleton.PCK_JOINTS],
       mpjpe_joints=list(skeleton.JOINT_NAMES), alignments=alignments, **extra)
 
@@ -180,7 +189,8 @@ def h36m(pred, gt, valid, meta, every_nth: int | None = None) -> dict:
   """Human3.6M: per action, the action-wise mean and the frame-weighted mean.
 
   Protocol #1 is MPJPE (no alignment), Protocol #2 is PA-MPJPE (Procrustes); the report
-  names them under 'protocol_1' and 'protocol_2'. The headline numbers are action-wise
+  names them under 'protocol_1' and 'protocol_2', and the paper's Table 2 (globally scaled
+  MPJPE) under 'paper_table_2'. The headline numbers are action-wise
   means (the mean of the per-action numbers, over the actions present); 'frame_weighted_mean'
   counts every frame once.
 
@@ -219,7 +229,8 @@ def h36m(pred, gt, valid, meta, every_nth: int | None = None) -> dict:
       'h36m', len(pred), alignments, 'action-wise mean over the actions present',
       every_nth=None if every_nth is None else int(every_nth),
       missing_actions=[a for a in H36M_ACTIONS if a not in alignments['none']['by_action']],
-      protocol_1=named('MPJPE', 'none'), protocol_2=named('PA-MPJPE', 'procrustes'))
+      protocol_1=named('MPJPE', 'none'), protocol_2=named('PA-MPJPE', 'procrustes'),
+      paper_table_2=named('MPJPE', 'global_scale'))
 
 
 def mpi_inf_3dhp(pred, gt, valid, meta) -> dict:
@@ -302,13 +313,21 @@ def _h36m_markdown(report, title):
   every_nth = report['every_nth']
   note = (f'MPJPE (mm) over the valid ones of all {len(report["mpjpe_joints"])} joints, '
           f'{f"frames with frame % {every_nth} == 0" if every_nth else "every frame given"}. '
-          'Protocol #1 = MPJPE unscaled, Protocol #2 = PA-MPJPE (MPJPE Procrustes). '
+          'Protocol #1 = MPJPE unscaled, Protocol #2 = PA-MPJPE (MPJPE Procrustes); the '
+          'paper\'s Table 2 reports MPJPE globally scaled, its Table 3 Procrustes. '
+          f'{ALIGNMENTS_NOTE} '
           'Action-wise mean = mean of the per-action rows (the usual headline); '
           'frame-weighted mean = every frame counts once.')
   if report['missing_actions']:
     note += (' Actions with no frame, left out of the means: '
              f'{", ".join(report["missing_actions"])}.')
   return [title, note, _table('Action', rows, ('mpjpe',))]
+
+
+ALIGNMENTS_NOTE = (
+    'Alignments: unscaled = as predicted; globally scaled = scaled so that the bone lengths '
+    'sum to the ground truth\'s (the paper\'s "glob. scaled"); N-MPJPE scale = the '
+    'least-squares scale; Procrustes = the least-squares similarity transform.')
 
 
 def to_markdown(report: dict) -> str:
@@ -318,8 +337,7 @@ def to_markdown(report: dict) -> str:
   joints = (f'PCK (error < {metrics.PCK_THRESHOLD:g} mm, %) and AUC (PCK averaged over '
             f'0, 5, …, 150 mm) over the {len(report["pck_joints"])} joints '
             f'{", ".join(report["pck_joints"])}; MPJPE (mm) over the valid ones of all '
-            f'{len(report["mpjpe_joints"])} joints. Alignments: unscaled = none, globally '
-            'scaled = least-squares scale, Procrustes = similarity transform.')
+            f'{len(report["mpjpe_joints"])} joints. {ALIGNMENTS_NOTE}')
   if protocol == 'generic':
     parts = [title, joints, _table('Scene', _rows(report, 'by_scene'))]
   elif protocol == 'mpi_inf_3dhp':

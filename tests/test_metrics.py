@@ -72,7 +72,7 @@ def test_procrustes_never_reflects():
 
 def test_identical_poses_give_zero_error():
   gt = _poses(3, seed=10)
-  for error in (metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe):
+  for error in (metrics.mpjpe, metrics.global_scale_mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe):
     np.testing.assert_allclose(error(gt, gt), 0.0, atol=1e-9)
   np.testing.assert_array_equal(metrics.pck_3d(gt, gt), 100.0)
   np.testing.assert_allclose(metrics.auc_3d(gt, gt), 100.0 * 30 / 31)  # PCK at 0 mm is 0.
@@ -82,7 +82,7 @@ def test_n_mpjpe_scale_is_the_1d_least_squares_fit():
   gt = _poses(3, seed=11)
   pred = 0.8 * gt + np.random.default_rng(12).normal(scale=50.0, size=gt.shape)
   mask = np.random.default_rng(13).random(gt.shape[:2]) > 0.3
-  aligned = metrics.align(pred, gt, 'scale', mask)
+  aligned = metrics.align(pred, gt, 'least_squares_scale', mask)
   for i in range(len(gt)):
     scale = np.linalg.lstsq(pred[i][mask[i]].reshape(-1, 1), gt[i][mask[i]].ravel(),
                             rcond=None)[0][0]
@@ -90,6 +90,42 @@ def test_n_mpjpe_scale_is_the_1d_least_squares_fit():
     np.testing.assert_allclose(
         metrics.n_mpjpe(pred, gt, mask)[i],
         np.mean(np.linalg.norm(scale * pred[i][mask[i]] - gt[i][mask[i]], axis=-1)))
+
+
+def test_global_scale_matches_the_bone_length_sums_by_hand():
+  # A chain pelvis -> r_hip -> r_knee, the rest of the joints masked out: bones 0-1 and
+  # 1-2 count; the pelvis-l_hip bone has its child masked and must not.
+  gt = np.zeros((1, 17, 3))
+  gt[0, 1] = [100.0, 0.0, 0.0]
+  gt[0, 2] = [100.0, 400.0, 0.0]     # bone lengths 100 + 400 = 500
+  gt[0, 4] = [-900.0, 0.0, 0.0]      # masked
+  pred = np.zeros((1, 17, 3))
+  pred[0, 1] = [0.0, 60.0, 80.0]     # 100
+  pred[0, 2] = [0.0, 60.0, 230.0]    # 150: sum 250, so the scale is 500 / 250 = 2
+  pred[0, 4] = [7.0, 7.0, 7.0]       # masked
+  mask = np.zeros((1, 17), bool)
+  mask[0, :3] = True
+  aligned = metrics.align(pred, gt, 'global_scale', mask)
+  np.testing.assert_allclose(aligned, 2.0 * pred, rtol=1e-12)
+  expected = np.mean([0.0, np.linalg.norm([-100.0, 120.0, 160.0]),
+                      np.linalg.norm([-100.0, -280.0, 460.0])])
+  np.testing.assert_allclose(metrics.global_scale_mpjpe(pred, gt, mask), [expected])
+
+
+def test_global_scale_gives_the_ground_truth_skeleton_size_not_the_least_squares_fit():
+  gt = _poses(64, seed=30)
+  pred = 0.7 * gt + np.random.default_rng(31).normal(scale=120.0, size=gt.shape)
+  pred -= pred[:, :1]
+  bones = metrics.skeleton.BONES
+  size = lambda p: np.linalg.norm(p[:, bones[:, 1]] - p[:, bones[:, 0]], axis=-1).sum(-1)
+  np.testing.assert_allclose(size(metrics.align(pred, gt, 'global_scale')), size(gt),
+                             rtol=1e-12)
+  # The least-squares scale minimises the squared error, so it never does worse on it than
+  # the global scale (or none); the global scale has no such guarantee.
+  squared = lambda p: np.sum((p - gt)**2, axis=(1, 2))
+  least_squares = squared(metrics.align(pred, gt, 'least_squares_scale'))
+  assert np.all(least_squares <= squared(metrics.align(pred, gt, 'global_scale')) + 1e-6)
+  assert np.all(least_squares <= squared(pred) + 1e-6)
 
 
 def test_mpjpe_is_the_mean_euclidean_distance():
@@ -126,6 +162,8 @@ def test_pck_accepts_many_thresholds():
     np.testing.assert_allclose(curve[:, t], metrics.pck_3d(pred, gt, threshold=threshold))
 
 
+# The global scale needs the whole H36M-17 tree, so dropping joints is not an option for it:
+# its masking is checked by hand in test_global_scale_matches_the_bone_length_sums_by_hand.
 @pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe,
                                     metrics.pck_3d, metrics.auc_3d])
 def test_mask_excludes_joints_from_alignment_and_mean(metric):
@@ -151,7 +189,8 @@ def test_an_example_without_masked_joints_gives_nan_without_disturbing_others():
     assert np.isnan(values[0]) and np.isfinite(values[1])
 
 
-@pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.n_mpjpe, metrics.pa_mpjpe,
+@pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.global_scale_mpjpe,
+                                    metrics.n_mpjpe, metrics.pa_mpjpe,
                                     metrics.pck_3d, metrics.auc_3d])
 def test_per_example_shapes(metric):
   gt = _poses(5, seed=23)
@@ -177,5 +216,7 @@ def test_bad_input_raises_naming_the_argument():
     metrics.mpjpe(gt, gt[:, :16])
   with pytest.raises(ValueError, match='mask'):
     metrics.pa_mpjpe(gt, gt, np.ones((2, 16), bool))
+  with pytest.raises(ValueError, match='17 joints'):
+    metrics.global_scale_mpjpe(gt[:, :14], gt[:, :14])
   with pytest.raises(ValueError, match='threshold'):
     metrics.pck_3d(gt, gt, threshold=np.ones((2, 2)))

@@ -97,8 +97,8 @@ def test_alignments_remove_what_they_should():
   meta = _3dhp_meta(['TS1', 'TS2', 'TS3', 'TS5'])
   report = protocols.evaluate('mpi_inf_3dhp', pred, gt, _valid(4), meta)
   assert report['mpjpe'] > 10.0
-  assert report['n_mpjpe'] == pytest.approx(0.0, abs=1e-9)
-  assert report['pa_mpjpe'] == pytest.approx(0.0, abs=1e-9)
+  for key in ('global_scale_mpjpe', 'n_mpjpe', 'pa_mpjpe'):
+    assert report[key] == pytest.approx(0.0, abs=1e-9), key
   assert report['alignments']['procrustes']['pck'] == 100.0
 
 
@@ -157,17 +157,20 @@ def test_reports_are_json_and_carry_the_headline_keys(name):
   report = json.loads(json.dumps(protocols.evaluate(name, pred, gt, valid, meta),
                                  allow_nan=False))
   assert report['protocol'] == name and report['num_examples'] == 6
-  for key in ('mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc'):
+  for key in ('mpjpe', 'global_scale_mpjpe', 'n_mpjpe', 'pa_mpjpe', 'pck', 'auc'):
     assert isinstance(report[key], float)
-  assert set(report['alignments']) == {'none', 'scale', 'procrustes'}
-  assert report['alignments']['scale']['mpjpe'] == report['n_mpjpe']
+  assert set(report['alignments']) == {'none', 'global_scale', 'least_squares_scale',
+                                       'procrustes'}
+  assert report['alignments']['least_squares_scale']['mpjpe'] == report['n_mpjpe']
+  assert report['alignments']['global_scale']['mpjpe'] == report['global_scale_mpjpe']
 
 
 def test_markdown_has_the_rows():
   pred, gt, valid, meta = _3dhp_example()
   text = protocols.to_markdown(protocols.evaluate('mpi_inf_3dhp', pred, gt, valid, meta))
   for row in ('| GS |', '| outdoor |', '| All |', '| TS2 |', '| Sports |', '| wrists |',
-              'PCK Procrustes', 'MPJPE globally scaled', 'AUC unscaled', '14 joints'):
+              'PCK Procrustes', 'MPJPE globally scaled', 'PCK N-MPJPE scale', 'AUC unscaled',
+              '14 joints'):
     assert row in text
   assert '| GS | 4 | 75.0 |' in text
 
