@@ -149,20 +149,22 @@ def measure_infer(config, mesh, calls: int, peak: float) -> dict:
   size = config.data.input_size
   images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
 
-  def predict(state, batch):
-    return model.apply(state.variables(), batch['image'], train=False)
+  variables, shardings = state.variables(), shardings.variables()
+
+  def predict(variables, batch):
+    return model.apply(variables, batch['image'], train=False)
 
   on_mesh = parallel.jit_predict(predict, mesh, shardings)
   batch = parallel.to_global({'image': images}, mesh)
-  compiled = on_mesh.lower(state, batch).compile()
-  report = _rate_report(INFER_BATCH, _call_times(lambda: compiled(state, batch), calls),
+  compiled = on_mesh.lower(variables, batch).compile()
+  report = _rate_report(INFER_BATCH, _call_times(lambda: compiled(variables, batch), calls),
                         _flops(compiled, mesh.devices.size), peak)
   # Latency of one image on one device.
   one = parallel.make_mesh(jax.local_devices()[:1])
-  single_state = jax.device_put(state, parallel.replicated(one))
+  single_variables = jax.device_put(variables, parallel.replicated(one))
   single = parallel.jit_predict(predict, one, parallel.replicated(one))
   image = parallel.to_global({'image': images[:1]}, one)
-  latency = np.array(_call_times(lambda: single(single_state, image), LATENCY_CALLS)) * 1e3
+  latency = np.array(_call_times(lambda: single(single_variables, image), LATENCY_CALLS)) * 1e3
   return dict(batch_size=INFER_BATCH, **report,
               latency_ms_p50=float(np.percentile(latency, 50)),
               latency_ms_p90=float(np.percentile(latency, 90)))

@@ -52,6 +52,46 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
 
+  def restore_variables(self, abstract_variables: dict, step: int | None = None) -> dict:
+    """Restores only the model variables of the saved train state: the ``params`` and
+    ``batch_stats`` subtrees that ``abstract_variables`` names (ShapeDtypeStructs carrying
+    the target shardings; any subset of the top-level modules). The optimiser state is not
+    read, so a checkpoint restores whatever the optimiser settings are now.
+
+    Raises:
+      ValueError: naming every leaf that the checkpoint lacks or holds in another shape,
+        with both shapes.
+    """
+    step = self.resolve_step(step)
+    saved = self.saved_shapes(step)
+    problems = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_variables)[0]:
+      name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+      node = saved
+      for k in path:
+        node = node.get(getattr(k, 'key', k)) if isinstance(node, dict) else None
+      if node is None or isinstance(node, dict):
+        problems.append(f'{name}: not in the checkpoint (model {tuple(leaf.shape)})')
+      elif tuple(node) != tuple(leaf.shape):
+        problems.append(f'{name}: checkpoint {tuple(node)} vs model {tuple(leaf.shape)}')
+    if problems:
+      shown = '; '.join(problems[:8]) + (f'; … {len(problems) - 8} more'
+                                         if len(problems) > 8 else '')
+      raise ValueError(f'the checkpoint of step {step} in {self.directory} does not fit the '
+                       f'model: {shown}')
+    item = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        abstract_variables)
+    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))).state
+
+  def saved_shapes(self, step: int) -> dict:
+    """The saved train state's tree with each leaf's shape, read from its metadata."""
+    metadata = ocp.PyTreeCheckpointer().metadata(
+        os.path.join(self.directory, str(step), 'state')).item_metadata
+    return jax.tree.map(lambda leaf: tuple(leaf.shape), dict(metadata.tree))
+
   def read_meta(self, step: int | None = None) -> dict:
     step = self.resolve_step(step)
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -61,6 +101,20 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def restore_variables(workdir: str, abstract_variables: dict,
+                      step: int | None = None) -> tuple[dict, dict, int]:
+  """The model variables of ``workdir``'s checkpoint (the latest, or ``step``), restored into
+  ``abstract_variables`` (see ``Checkpointer.restore_variables``): evaluation, prediction
+  and warm starts read checkpoints through this. Returns (variables, meta, step)."""
+  require_checkpoints(workdir)
+  ckpt = Checkpointer(workdir)
+  try:
+    step = ckpt.resolve_step(step)
+    return ckpt.restore_variables(abstract_variables, step), ckpt.read_meta(step), step
+  finally:
+    ckpt.close()
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:

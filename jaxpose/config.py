@@ -51,10 +51,20 @@ def base_config() -> ConfigDict:
   # state, BatchNorm statistics, the output heads and the losses stay float32).
   c.model.dtype = 'float32'
 
-  # Path of converted ImageNet weights for the backbone (a .npz written by
-  # `python -m jaxpose.tools.import_resnet50`), loaded when training starts from scratch;
-  # '' = random init.
-  c.init = ConfigDict(dict(backbone=''))
+  c.init = ConfigDict(dict(
+      # Converted ImageNet weights for the backbone (a .npz written by
+      # `python -m jaxpose.tools.import_resnet50`), loaded when training starts from
+      # scratch; '' = random init.
+      backbone='',
+      # Warm start (stage 1 -> stage 2, §4.2): the workdir of an earlier run whose
+      # checkpoint initialises `modules` of a fresh run (step 0, new optimiser state, data
+      # from the start); '' = none. A workdir with checkpoints of its own resumes instead.
+      checkpoint='',
+      checkpoint_step=ml_collections.config_dict.placeholder(int),  # None = the latest
+      # What stage 1 trains: the backbone (with its res4d heatmap channels) and res5a
+      # (with its heatmap channels). The learning-rate discrepancy applies to them.
+      modules=('backbone', 'res5a'),
+  ))
 
   c.data = ConfigDict()
   c.data.data_dir = '~/tensorflow_datasets'

@@ -24,16 +24,15 @@ from jaxpose import geometry
 from jaxpose import metrics
 from jaxpose import parallel
 from jaxpose import protocols
-from jaxpose import train
 from jaxpose import visualize
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
 
-def predict(state: train.TrainState, batch: dict, *, model: posenet.PoseNet,
+def predict(variables: dict, batch: dict, *, model: posenet.PoseNet,
             config: ml_collections.ConfigDict) -> dict:
   """Root-relative 3D in the real camera frame (perspective-corrected) and 2D in the crop."""
-  outputs = model.apply(state.variables(), batch['image'], train=False)
+  outputs = model.apply(variables, batch['image'], train=False)
   pose = outputs['pose_3d']
   if config.data.virtual_camera:
     rotation = geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
@@ -53,7 +52,7 @@ def _local_rows(array: jax.Array) -> np.ndarray:
 
 
 def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, predict_fn,
-                   state, mesh, mean_pose=None) -> dict:
+                   variables, mesh, mean_pose=None) -> dict:
   """Runs ``predict_fn`` over one split and scores it with the split's protocol."""
   local_batch_size = config.eval_batch_size // jax.process_count()
   if local_batch_size * jax.process_count() != config.eval_batch_size:
@@ -66,7 +65,7 @@ def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, 
   for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size,
                                            padded_size):
     arrays = {k: v for k, v in batch.items() if k != 'mask'}
-    out = predict_fn(state, parallel.to_global(arrays, mesh))
+    out = predict_fn(variables, parallel.to_global(arrays, mesh))
     rows['pred'].append(_local_rows(out['pose_3d']))
     rows['gt'].append(geometry.root_centre(batch['joints_3d']))
     rows['valid'].append(batch['joints_2d_valid'])
@@ -106,10 +105,11 @@ def _gather_strings(values: np.ndarray) -> np.ndarray:
   return np.array([bytes(c).rstrip(b'\0').decode() for c in codes])
 
 
-def evaluate_all(config: ml_collections.ConfigDict, model, state, mesh, shardings,
+def evaluate_all(config: ml_collections.ConfigDict, model, variables, mesh, shardings,
                  workdir: str, step: int, writer=None, mean_pose=None) -> dict:
-  """Evaluates every split of ``config.data.eval``; writes JSON, Markdown and a PCK plot
-  per split under ``workdir/eval`` and scalars to ``writer``. Returns the reports."""
+  """Evaluates ``variables`` (params and batch_stats, placed with ``shardings``) on every
+  split of ``config.data.eval``; writes JSON, Markdown and a PCK plot per split under
+  ``workdir/eval`` and scalars to ``writer``. Returns the reports."""
   predict_fn = parallel.jit_predict(functools.partial(predict, model=model, config=config),
                                     mesh, shardings)
   out_dir = os.path.join(workdir, 'eval')
@@ -117,7 +117,7 @@ def evaluate_all(config: ml_collections.ConfigDict, model, state, mesh, sharding
   for name in sorted(config.data.eval):
     source_config = config.data.eval[name]
     report, (pred, gt, valid) = evaluate_split(name, source_config, config, predict_fn,
-                                               state, mesh, mean_pose)
+                                               variables, mesh, mean_pose)
     report['step'] = int(step)
     reports[name] = report
     summary = {k: report[k] for k in ('mpjpe', 'global_scale_mpjpe', 'n_mpjpe', 'pa_mpjpe',
@@ -138,12 +138,12 @@ def evaluate_all(config: ml_collections.ConfigDict, model, state, mesh, sharding
   return reports
 
 
-def prediction_pictures(model, state, local_batch: dict, max_images: int = 8) -> np.ndarray:
+def prediction_pictures(model, variables, local_batch: dict, max_images: int = 8) -> np.ndarray:
   """Input crops with the labelled 2D skeleton (left) and the predicted one (right: the
   camera head's projection of the 3D prediction), for TensorBoard."""
   n = min(max_images, len(local_batch['image']))
   # Pictures are small and rare: run them unsharded on this process's first examples.
-  variables = jax.tree.map(_local_rows_or_array, state.variables())
+  variables = jax.tree.map(_local_rows_or_array, variables)
   outputs = jax.jit(functools.partial(model.apply, train=False))(
       variables, local_batch['image'][:n])
   pictures = []
@@ -162,19 +162,24 @@ def _local_rows_or_array(x):
 
 def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          step: int | None = None) -> dict:
-  """Restores ``workdir``'s checkpoint (the latest, or ``step``) into the current mesh and
-  evaluates it on every evaluation split of ``config``."""
+  """Restores the model variables of ``workdir``'s checkpoint (the latest, or ``step``) into
+  the current mesh and evaluates them on every evaluation split of ``config``. Only the
+  model is read, so the optimiser settings of ``config`` need not match the run's."""
   checkpoint.require_checkpoints(workdir)
   ckpt = checkpoint.Checkpointer(workdir)
-  meta = ckpt.read_meta(step)
+  try:
+    meta = ckpt.read_meta(step)
+  finally:
+    ckpt.close()
   checkpoint.check_model_config(meta['config'], config, ckpt.directory)
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
-  state, shardings = train.create_train_state(config, mesh, model,
-                                              train.make_optimizer(config.optim))
-  state, meta = ckpt.restore(state, step)
-  ckpt.close()
-  return evaluate_all(config, model, state, mesh, shardings, workdir, int(state.step),
+  abstract = posenet.abstract_variables(model, config.data.input_size)
+  shardings = parallel.state_sharding(mesh, abstract, config.fsdp)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, shardings)
+  variables, meta, step = checkpoint.restore_variables(workdir, abstract, step)
+  return evaluate_all(config, model, variables, mesh, shardings, workdir, step,
                       mean_pose=meta.get('mean_training_pose'))
 
 

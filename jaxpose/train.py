@@ -23,6 +23,7 @@ from clu import periodic_actions
 
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import evaluate
 from jaxpose import geometry
 from jaxpose import losses
 from jaxpose import parallel
@@ -46,15 +47,24 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.exponential_decay(optim.learning_rate, optim.decay_steps, optim.decay_rate)
 
 
-def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adadelta with exponential decay; the pretrained group's rate × the multiplier."""
+def pretrained_modules(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The top-level modules that start from trained weights: those a warm start takes, or
+  the ImageNet backbone. The learning-rate discrepancy (§4.2) applies to them."""
+  return tuple(config.init.modules) if config.init.checkpoint else posenet.IMAGENET_MODULES
+
+
+def make_optimizer(optim: ml_collections.ConfigDict,
+                   pretrained: tuple[str, ...] = posenet.IMAGENET_MODULES
+                   ) -> optax.GradientTransformation:
+  """Adadelta with exponential decay; the rate of the ``pretrained`` top-level modules ×
+  ``optim.pretrained_lr_multiplier``."""
   schedule = learning_rate_schedule(optim)
   base = lambda lr: optax.adadelta(lr, rho=optim.rho, eps=optim.eps)
+  group = lambda name: 'pretrained' if name in pretrained else 'new'
   tx = optax.multi_transform(
       {'new': base(schedule),
        'pretrained': base(lambda s: schedule(s) * optim.pretrained_lr_multiplier)},
-      lambda params: {k: jax.tree.map(lambda _: posenet.parameter_group(k), v)
-                      for k, v in params.items()})
+      lambda params: {k: jax.tree.map(lambda _: group(k), v) for k, v in params.items()})
   if optim.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   return tx
@@ -132,24 +142,66 @@ def create_train_state(config, mesh, model, tx):
   return parallel.create_sharded(init, mesh, config.fsdp, jax.random.key(config.seed))
 
 
+def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
+  """``state`` with the params and batch_stats of the modules ``init.modules`` taken from
+  the checkpoint of another run (``init.checkpoint``, a workdir; its latest step or
+  ``init.checkpoint_step``), placed like the arrays they replace. Everything else, the step
+  and the optimiser state included, stays as created: a fresh run from those weights.
+
+  Returns (state, where the weights came from: the source workdir, step, modules and the
+  source run's config, for the new run's checkpoint meta).
+  """
+  modules = tuple(init.modules)
+  unknown = sorted(set(modules) - set(state.params))
+  if not modules or unknown:
+    raise ValueError(f'config.init.modules={modules!r}: expected a non-empty subset of the '
+                     f'model\'s top-level modules {sorted(state.params)}'
+                     + (f'; unknown {unknown}' if unknown else ''))
+  targets = {'params': {m: state.params[m] for m in modules},
+             'batch_stats': {m: state.batch_stats[m] for m in modules if m in state.batch_stats}}
+  try:
+    variables, meta, step = checkpoint.restore_variables(init.checkpoint, targets,
+                                                         init.checkpoint_step)
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f'config.init.checkpoint={init.checkpoint}: {e}') from e
+  state = state.replace(params={**state.params, **variables['params']},
+                        batch_stats={**state.batch_stats, **variables['batch_stats']})
+  source = dict(checkpoint=os.path.abspath(init.checkpoint), step=step, modules=list(modules),
+                config=meta['config'])
+  return state, source
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
   on ``config.data.eval`` periodically and at the end. Returns the final state."""
-  from jaxpose import evaluate  # The evaluator imports this module.
-
+  if config.init.checkpoint and config.init.backbone:
+    raise ValueError(f'config.init.checkpoint={config.init.checkpoint} and '
+                     f'config.init.backbone={config.init.backbone} both initialise the '
+                     'backbone: set one of them')
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
-  tx = make_optimizer(config.optim)
+  tx = make_optimizer(config.optim, pretrained_modules(config))
   state, shardings = create_train_state(config, mesh, model, tx)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   position = None
+  source = None
   if ckpt.latest_step() is not None:
     meta = ckpt.read_meta()
     checkpoint.check_model_config(meta['config'], config, ckpt.directory)
     state, meta = ckpt.restore(state)
     position = meta['data_position']
+    source = meta.get('init')
     logging.info('Resumed from step %d of %s', int(state.step), ckpt.directory)
+    if config.init.checkpoint:
+      logging.warning('Warm start from config.init.checkpoint=%s skipped: %s holds '
+                      'checkpoints of its own, and resuming them wins', config.init.checkpoint,
+                      ckpt.directory)
+  elif config.init.checkpoint:
+    state, source = warm_start(state, config.init)
+    logging.info('Warm start: %s taken from step %d of %s; a fresh run otherwise (step 0, '
+                 'new optimiser state, data from the start)', ', '.join(source['modules']),
+                 source['step'], source['checkpoint'])
   elif config.init.backbone:
     state = import_resnet50.load_into_state(state, config.init.backbone)
     logging.info('Backbone initialised from %s', config.init.backbone)
@@ -166,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   stream = pipeline.TrainStream(config, position)
   mean_pose = None if stream.mean_pose is None else stream.mean_pose.tolist()
   meta = lambda: {'config': checkpoint.config_to_json(config),
-                  'data_position': dict(stream.position), 'mean_training_pose': mean_pose}
+                  'data_position': dict(stream.position), 'mean_training_pose': mean_pose,
+                  'init': source}
   try:
     for step in range(start + 1, config.total_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -179,10 +232,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.write_scalars(step, metrics)
       if config.image_every_steps and step % config.image_every_steps == 0:
         writer.write_images(step, {'train/predictions': evaluate.prediction_pictures(
-            model, state, local_batch)})
+            model, state.variables(), local_batch)})
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        evaluate.evaluate_all(config, model, state, mesh, shardings, workdir, step, writer,
-                              mean_pose)
+        evaluate.evaluate_all(config, model, state.variables(), mesh, shardings.variables(),
+                              workdir, step, writer, mean_pose)
       if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
         ckpt.save(step, state, meta())
   finally:

@@ -46,9 +46,10 @@ def main(argv):
   ckpt.close()
 
   predict_fn = parallel.jit_predict(
-      functools.partial(evaluate.predict, model=model, config=config), mesh, shardings)
+      functools.partial(evaluate.predict, model=model, config=config), mesh,
+      shardings.variables())
   report, _ = evaluate.evaluate_split(EVAL_SOURCE, config.data.eval[EVAL_SOURCE], config,
-                                      predict_fn, state, mesh)
+                                      predict_fn, state.variables(), mesh)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'eval.json'), 'w') as f:
       json.dump(report, f)

@@ -82,14 +82,6 @@ def test_heatmaps_are_the_first_channels_of_res4_tap_and_res5a():
   np.testing.assert_array_equal(out['heatmaps'][:, 1], res5a[..., :J])
 
 
-def test_parameter_groups():
-  params = _variables(posenet.create(base.smoke(base.base_config()).model), 64)['params']
-  groups = {k: posenet.parameter_group(k) for k in params}
-  assert groups.pop('backbone') == 'pretrained'
-  assert set(groups.values()) == {'new'}
-  assert {'res5a', 'latent', 'lifter_0', 'pose', 'camera_hidden'} <= set(groups)
-
-
 def test_bad_configuration_is_named():
   c = base.smoke(base.base_config())
   c.model.heatmap_block = 5

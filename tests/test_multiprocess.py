@@ -116,10 +116,11 @@ def test_evaluation_counts_every_example_once(runs):
   config = _config()
   restored, _ = checkpoint.Checkpointer(str(workdir)).restore(state)
   predict_fn = parallel.jit_predict(
-      functools.partial(evaluate.predict, model=model, config=config), mesh, shardings)
+      functools.partial(evaluate.predict, model=model, config=config), mesh,
+      shardings.variables())
   source = config.data.eval[worker.EVAL_SOURCE]
   alone, _ = evaluate.evaluate_split(worker.EVAL_SOURCE, source, config, predict_fn,
-                                     restored, mesh)
+                                     restored.variables(), mesh)
   together = json.loads((workdir / 'eval.json').read_text())
   builder = tfds_io.get_builder(source.dataset, config.data.data_dir, source.builder_config)
   assert together['num_examples'] == alone['num_examples'] == (

@@ -3,9 +3,11 @@ the camera head (Habibie et al. 2019, Fig. 2)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -89,15 +91,16 @@ def create(model_config: ml_collections.ConfigDict) -> PoseNet:
   return PoseNet(**model_config.to_dict())
 
 
+def abstract_variables(model: PoseNet, input_size: int) -> dict:
+  """The shapes and dtypes of ``model``'s ``params`` and ``batch_stats`` (nothing computed)."""
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                        jnp.zeros((1, input_size, input_size, 3), jnp.float32))
+
+
 def latent_grid_size(model_config: ml_collections.ConfigDict, input_size: int) -> int:
   """Side of the heatmap grid (res4d/res5a) for square inputs of ``input_size``."""
   return resnet.output_size(input_size, len(model_config.stage_sizes))
 
 
-# Top-level parameter collections initialised from pretrained (ImageNet / stage-1) weights;
-# the learning-rate discrepancy (§4.2) applies to them.
-PRETRAINED_GROUP = ('backbone',)
-
-
-def parameter_group(top_level_name: str) -> str:
-  return 'pretrained' if top_level_name in PRETRAINED_GROUP else 'new'
+# The top-level modules that ImageNet weights initialise (``config.init.backbone``).
+IMAGENET_MODULES = ('backbone',)
