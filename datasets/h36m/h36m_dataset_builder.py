@@ -81,8 +81,9 @@ class _Frame:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Human3.6M, one example per kept frame of each camera's video."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'The common format gains mask and has_mask.'}
   BUILDER_CONFIGS = [
       H36mConfig(
           name='videos',
