@@ -124,10 +124,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     camera table that the preprocessed releases ship (e.g. MMPose's cameras.pkl) as JSON,
     see README.md for the conversion.
 
-  * configs `videos` and `h80k` (the official release), for each of S1 S5 S6 S7 S8 S9 S11
-    the subject-specific archives of "Videos" and of "Poses > D3 Positions mono" (their
-    names number the subjects rather than name them; what matters is the layout after
-    extraction), extracted into the manual directory:
+  * configs `videos`, `h80k` and `fps5` (the official release), for each of S1 S5 S6 S7
+    S8 S9 S11 the subject-specific archives of "Videos" and of "Poses > D3 Positions
+    mono" (their names number the subjects rather than name them; what matters is the
+    layout after extraction), extracted into the manual directory:
       tar xzf <archive>.tgz -C <manual_dir>
     giving
       <manual_dir>/S1/Videos/Directions 1.54138969.mp4                (names with spaces)

@@ -63,7 +63,8 @@ def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
   """
   centre, side = tight_box(joints_2d, valid)
   crop, matrix = cut(image, centre, side * STORE_MARGIN, out_size)
-  extra = {} if mask is None else {'mask': cut(mask, centre, side * STORE_MARGIN, out_size)[0]}
+  extra = {} if mask is None else {
+      'mask': cut(mask, centre, side * STORE_MARGIN, out_size)[0]}
   joints = geometry.apply_affine(matrix, np.asarray(joints_2d, np.float64))
   joints = np.where(np.asarray(valid, bool)[:, None], joints, 0.0)
   if focal is None:
