@@ -46,26 +46,25 @@ def turning(pose, t):
   return pose @ turn.T
 
 
+def draw_skeleton(image, uv_h36m, colour, width):
+  for child, parent in enumerate(skeleton.PARENTS):
+    if parent >= 0:
+      cv2.line(image, tuple(int(v) for v in uv_h36m[child]),
+               tuple(int(v) for v in uv_h36m[parent]), colour, width)
+  return image
+
+
 def render(uv_h36m, size, t):
   """A frame: a gradient that changes with t and the H36M-17 skeleton drawn on it."""
   w, h = size
   y, x = np.mgrid[:h, :w]
   image = np.stack([x * 4, y * 4, np.full_like(x, 30 * t)], -1).astype(np.uint8)
-  for child, parent in enumerate(skeleton.PARENTS):
-    if parent >= 0:
-      cv2.line(image, tuple(int(v) for v in uv_h36m[child]),
-               tuple(int(v) for v in uv_h36m[parent]), (255, 255, 255), 1)
-  return image
+  return draw_skeleton(image, uv_h36m, (255, 255, 255), 1)
 
 
 def person_mask(uv_h36m, size):
   """An FGmasks frame: red 255 on the person (the skeleton drawn 5 px wide), else 0."""
-  image = np.zeros((size, size, 3), np.uint8)
-  for child, parent in enumerate(skeleton.PARENTS):
-    if parent >= 0:
-      cv2.line(image, tuple(int(v) for v in uv_h36m[child]),
-               tuple(int(v) for v in uv_h36m[parent]), (255, 0, 0), 5)
-  return image
+  return draw_skeleton(np.zeros((size, size, 3), np.uint8), uv_h36m, (255, 0, 0), 5)
 
 
 def chair_mask(uv_h36m, size):
