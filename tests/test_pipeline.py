@@ -199,3 +199,15 @@ def test_mixed_batches_are_deterministic_and_resumable():
   # 2D-only examples get a training subject's bone lengths for the bone loss.
   assert batches[0]['has_ref_bones'].all()
   assert (batches[0]['ref_bone_lengths'] > 30).all()
+
+
+def test_background_sources_must_be_training_sources():
+  config = load_config('synthetic')
+  config.data.augment.background = 0.5
+  config.data.augment.background_sources = ('mpii',)
+  with pytest.raises(ValueError, match=r"background_sources names \['mpii'\], not training "
+                     r"sources of this batch; expected some of \['studio', 'wild'\]"):
+    pipeline.TrainStream(config)
+  config.data.augment.background = 0.0
+  with pytest.raises(ValueError, match='augment.background is 0'):
+    pipeline.TrainStream(config)
