@@ -83,6 +83,13 @@ def base_config() -> ConfigDict:
       translation=0.1,     # fraction of the crop side, per axis
       flip=True,
       color=0.2,           # brightness/contrast/saturation jitter
+      # Probability that a training example with masks (has_mask; of the benchmarks only
+      # MPI-INF-3DHP's training split has them) gets a new background behind the person
+      # and a texture on the chair, before the moves above (§4.1); 0 = off.
+      background=0.0,
+      # Training sources (names in data.train) whose crops give the background of half
+      # of those examples, procedural textures the other half; () = textures only.
+      background_sources=(),
   ))
   c.data.num_parallel_calls = 4
   c.data.prefetch = 2

@@ -9,7 +9,8 @@ from conftest import load_config
 EXPERIMENTS = {
     'synthetic': ['', 'smoke'],
     'pretrain_2d': ['', 'smoke'],
-    'h36m_only': ['', 'smoke', 'baseline', 'latent_2d', 'projection', 'baseline,smoke'],
+    'h36m_only': ['', 'smoke', 'baseline', 'latent_2d', 'projection', 'baseline,smoke',
+                  'fps5'],
     'full': ['', 'smoke'],
 }
 
@@ -31,6 +32,14 @@ def test_table5_variants_switch_the_right_losses():
   assert load_config('h36m_only', 'projection').loss.heatmap == 0
   assert load_config('h36m_only', None).optim.pretrained_lr_multiplier == 0.1
   assert load_config('full', None).optim.pretrained_lr_multiplier == 1.0
+
+
+def test_paper_sampling_and_background_augmentation():
+  full = load_config('full', None)
+  assert full.data.train.h36m.builder_config == 'h80k'  # "unless stated otherwise" (§4.3)
+  assert full.data.augment.background > 0
+  assert load_config('h36m_only', None).data.augment.background == 0
+  assert load_config('h36m_only', 'fps5').data.train.h36m.builder_config == 'fps5'
 
 
 def test_unknown_variant_is_named():

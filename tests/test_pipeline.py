@@ -86,6 +86,92 @@ def test_pixels_move_with_the_labels():
   assert abs(peak[1] + 0.5 - j[0]) <= 1.0 and abs(peak[0] + 0.5 - j[1]) <= 1.0
 
 
+def _masked_example(seed=0, size=192):
+  """``_example`` with a textured person (a disc around the pelvis, every pixel distinct)
+  on a black studio, a chair box below it, and the masks of both."""
+  example = _example(seed, size)
+  y, x = np.mgrid[:size, :size]
+  u, v = example['joints_2d'][skeleton.ROOT]
+  person = (x + 0.5 - u)**2 + (y + 0.5 - v)**2 < 40**2
+  chair = (np.abs(x - u) < 30) & (y > v + 40) & (y < v + 70)
+  rng = np.random.default_rng(seed)
+  example['image'] = np.where(person[..., None], rng.integers(1, 256, (size, size, 3)),
+                              0).astype(np.uint8)
+  mask = np.zeros((size, size, 3), np.uint8)
+  mask[..., 0], mask[..., 1] = person * 255, chair * 255
+  return dict(example, mask=mask, has_mask=np.bool_(True)), person, chair
+
+
+def test_background_keeps_the_person_and_replaces_the_rest():
+  example, person, chair = _masked_example()
+  out = pipeline.composite_background(example['image'], example['mask'],
+                                      tf.constant([4, 2], tf.int64)).numpy()
+  np.testing.assert_array_equal(out[person], example['image'][person])
+  studio = ~person & ~chair
+  # The black studio and the chair are covered by textures (not flat: textured).
+  assert (np.abs(out[studio]).sum(-1) > 0).mean() > 0.99
+  assert out[studio].std(0).min() > 5 and out[chair].std() > 1
+  assert out.min() >= 0 and out.max() <= 255
+
+
+def test_background_images_come_from_the_given_function():
+  example, person, _ = _masked_example()
+  picture = lambda seed: tf.fill([50, 70, 3], tf.constant(77, tf.uint8))
+  studio = ~person & (example['mask'][..., 1] == 0)
+  pictures = 0
+  for seed in range(8):
+    out = pipeline.composite_background(example['image'], example['mask'],
+                                        tf.constant([seed, 9], tf.int64), picture).numpy()
+    np.testing.assert_array_equal(out[person], example['image'][person])
+    pictures += np.allclose(out[studio], 77)
+  assert 0 < pictures < 8, 'a fair coin picks the image or a texture'
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_background_is_composited_before_the_pixels_move(seed):
+  """Through the whole training transform: where the unaugmented output shows only the
+  person, the background-augmented one shows the same pixels; the studio is replaced;
+  the labels are the same."""
+  augment = _augment()
+  augment.color = 0.0
+  example, _, _ = _masked_example(seed)
+  plain = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
+                                 tf.constant([6, seed], tf.int64), 96, augment,
+                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
+  augment.background = 1.0
+  changed = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
+                                   tf.constant([6, seed], tf.int64), 96, augment,
+                                   np.zeros((0, skeleton.NUM_BONES), np.float32))
+  plain, changed = ({k: v.numpy() for k, v in d.items()} for d in (plain, changed))
+  for key in plain:
+    if key != 'image':
+      np.testing.assert_array_equal(plain[key], changed[key], err_msg=key)
+  # Well inside the person: the 3×3 neighbourhood of the pixel is all person.
+  inside = np.ones((96, 96), bool)
+  person = (plain['image'] > 0).all(-1)
+  for dy in (-1, 0, 1):
+    for dx in (-1, 0, 1):
+      inside &= np.roll(person, (dy, dx), (0, 1))
+  assert inside.sum() > 100
+  np.testing.assert_allclose(changed['image'][inside], plain['image'][inside], atol=1e-3)
+  studio = (plain['image'] == 0).all(-1)
+  assert (np.abs(changed['image'][studio] - plain['image'][studio]).sum(-1) > 1).mean() > 0.9
+
+
+def test_background_leaves_examples_without_masks_alone():
+  augment = _augment()
+  example, _, _ = _masked_example()
+  example['has_mask'] = np.bool_(False)
+  outs = []
+  for probability in (0.0, 1.0):
+    augment.background = probability
+    out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
+                                 tf.constant([1, 1], tf.int64), 64, augment,
+                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
+    outs.append(out['image'].numpy())
+  np.testing.assert_array_equal(outs[0], outs[1])
+
+
 def test_batch_shares_follow_the_fractions():
   config = load_config('synthetic')
   assert pipeline.batch_shares(config.data.train, 8) == {'studio': 4, 'wild': 4}
@@ -113,3 +199,15 @@ def test_mixed_batches_are_deterministic_and_resumable():
   # 2D-only examples get a training subject's bone lengths for the bone loss.
   assert batches[0]['has_ref_bones'].all()
   assert (batches[0]['ref_bone_lengths'] > 30).all()
+
+
+def test_background_sources_must_be_training_sources():
+  config = load_config('synthetic')
+  config.data.augment.background = 0.5
+  config.data.augment.background_sources = ('mpii',)
+  with pytest.raises(ValueError, match=r"background_sources names \['mpii'\], not training "
+                     r"sources of this batch; expected some of \['studio', 'wild'\]"):
+    pipeline.TrainStream(config)
+  config.data.augment.background = 0.0
+  with pytest.raises(ValueError, match='augment.background is 0'):
+    pipeline.TrainStream(config)

@@ -32,6 +32,13 @@ class H80kTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 5, 'test': 2}
 
 
+class Fps5Test(tfds.testing.DatasetBuilderTestCase):
+  """Every 10th training frame: 0 and 10 of S1 S6 S7 S8, 0 of S5 (8 poses)."""
+  DATASET_CLASS = h36m.Builder
+  BUILDER_CONFIG_NAMES_TO_TEST = ['fps5']
+  SPLITS = {'train': 9, 'test': 2}
+
+
 class PreprocessedTest(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = h36m.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = ['preprocessed']

@@ -49,8 +49,9 @@ class LspConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Leeds Sports Pose and its extended training set, one person per image."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'The common format gains mask and has_mask.'}
   BUILDER_CONFIGS = [
       # LSP's flag is 1 for occluded joints, which are labelled too (README.md).
       LspConfig(name='lsp', description='LSP: im0001-im1000 train, im1001-im2000 test.',

@@ -9,7 +9,9 @@ the conventions and the build commands.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+from typing import Iterator
 
 from absl import logging
 from etils import epath
@@ -38,6 +40,13 @@ CALIBRATION_DIR = f'{TEST_DIR}/test_util/camera_calibration'
 # 3DHP's 17 joints are H36M-17's, in another order: every one is labelled.
 ALL_VALID = np.ones(skeleton.NUM_JOINTS, bool)
 _TEST_VARIABLES = ('annot2', 'annot3', 'univ_annot3', 'valid_frame', 'activity_annotation')
+# Mask videos beside imageSequence/, one per camera. Their red channel (the release's
+# README): FGmasks the green-screen key, bright on the person; ChairMasks the chair, dark
+# on it. The thresholds are those of PosePile's MuCo-3DHP preparation, which reads the
+# same videos (video compression leaves neither value exactly 0 or 255).
+MASK_FOLDERS = ('FGmasks', 'ChairMasks')
+_PERSON_MIN_RED = 100
+_CHAIR_MAX_RED = 32
 
 
 @dataclasses.dataclass
@@ -48,10 +57,13 @@ class MpiInf3dhpConfig(tfds.core.BuilderConfig):
     cameras: training camera numbers (0..13) whose videos are read.
     train_every: keep the training frames whose index is a multiple of it.
     image_size: side of the stored person crop in pixels (the tight box is 1/1.5 of it).
+    masks: store the person and chair masks of the training frames (for background
+      augmentation; needs the FGmasks and ChairMasks videos).
   """
   cameras: tuple[int, ...] = VNECT_CAMERAS
   train_every: int = 10
   image_size: int = 384
+  masks: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,25 +90,29 @@ class _TestSequence:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """MPI-INF-3DHP, one example per kept frame of each camera."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'The common format gains mask and has_mask.'}
   BUILDER_CONFIGS = [
       MpiInf3dhpConfig(
           name='default',
           description=('Training cameras 0 1 2 4 5 6 7 8 (VNect\'s set), every 10th '
-                       'training frame; every valid test frame.')),
+                       'training frame with its person and chair masks; every valid test '
+                       'frame.')),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Request the dataset at https://vcai.mpi-inf.mpg.de/3dhp-dataset/ and put into the manual
   directory (default <data_dir>/downloads/manual/, or pass --manual_dir):
 
   * train split: the training set as the release's get_dataset.sh fetches it (set
-    destination to the manual directory in its conf.ig; the default config needs the
-    videos of cameras 0 1 2 4 5 6 7 8, the masks are not read), giving for S1..S8, Seq1
-    and Seq2:
+    destination to the manual directory and download_masks=1 in its conf.ig; the default
+    config needs the videos and masks of cameras 0 1 2 4 5 6 7 8), giving for S1..S8,
+    Seq1 and Seq2:
       <manual_dir>/S1/Seq1/annot.mat
       <manual_dir>/S1/Seq1/camera.calibration
       <manual_dir>/S1/Seq1/imageSequence/video_0.avi   (one per camera used)
+      <manual_dir>/S1/Seq1/FGmasks/video_0.avi         (the same cameras)
+      <manual_dir>/S1/Seq1/ChairMasks/video_0.avi
 
   * test split: the test set (mpi_inf_3dhp_test_set.zip, fetched by get_testset.sh),
     unzipped into the manual directory, giving
@@ -132,6 +148,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                            f'one entry per camera 0..{NUM_CAMERAS - 1}')
         readers.require(folder / 'imageSequence' / f'video_{camera}.avi',
                         f'the video of camera {camera} {what}')
+        for masks in MASK_FOLDERS if self.builder_config.masks else ():
+          readers.require(folder / masks / f'video_{camera}.avi',
+                          f'the {masks} video of camera {camera} {what} (download_masks=1 '
+                          'in its conf.ig)')
       train.append(_TrainSequence(subject, sequence, folder, calibration))
     test = [_read_test_sequence(manual_dir, name) for name in TEST_SEQUENCES]
     return {
@@ -159,17 +179,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       joints_2d = _to_h36m(_cell(annot, 'annot2', camera, 2, annot_path))
       joints_3d = _to_h36m(_cell(annot, 'annot3', camera, 3, annot_path))
       path = seq.folder / 'imageSequence' / f'video_{camera}.avi'
-      with readers.Video(path) as video:
-        for index, frame in video.frames(lambda i: i % every == 0, len(joints_3d)):
+      wanted = lambda i: i % every == 0
+      with contextlib.ExitStack() as stack:
+        video = stack.enter_context(readers.Video(path))
+        masks = [_FrameAt(stack.enter_context(readers.Video(seq.folder / m / path.name)),
+                          wanted, len(joints_3d))
+                 for m in (MASK_FOLDERS if self.builder_config.masks else ())]
+        for index, frame in video.frames(wanted, len(joints_3d)):
           if frame is None:
             logging.warning('%s: frame %d cannot be decoded; skipped.', path, index)
             counts['undecodable frames skipped'] += 1
             continue
+          mask = _mask(*[m.at(index, frame.shape) for m in masks]) if masks else None
+          if masks and mask is None:
+            logging.warning('%s: no mask for frame %d; stored without.', path, index)
+            counts['frames without masks'] += 1
           counts['examples'] += 1
           yield f'{seq.subject}/{seq.sequence}/{camera}/{index}', readers.example_3d(
               frame, joints_2d[index], ALL_VALID, joints_3d[index], seq.calibration[camera],
-              self.builder_config.image_size, subject=seq.subject, sequence=seq.sequence,
-              scene='GS', camera=str(camera), frame=index)
+              self.builder_config.image_size, mask=mask, subject=seq.subject,
+              sequence=seq.sequence, scene='GS', camera=str(camera), frame=index)
       # The annotations usually run past the end of the video: only the first F rows,
       # F = the number of video frames, belong to frames.
       if video.length < len(joints_3d):
@@ -254,6 +283,39 @@ def _cell(annot: dict, name: str, camera: int, dims: int, path: epath.Path) -> n
   joints = np.asarray(cells[camera], np.float64)
   readers.check_shape(joints, (None, 28 * dims), path, f'{name}{{{camera + 1}}}')
   return joints.reshape(len(joints), 28, dims)
+
+
+class _FrameAt:
+  """The frames of a mask video read alongside the image video, by index."""
+
+  def __init__(self, video: readers.Video, wanted, stop: int):
+    self.video = video
+    self._frames: Iterator = video.frames(wanted, stop)
+    self._index, self._frame = -1, None
+
+  def at(self, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Frame ``index``, of ``shape`` (None when it cannot be decoded or the video ends
+    before it)."""
+    while self._index < index:
+      self._index, self._frame = next(self._frames, (np.inf, None))
+    if self._index != index or self._frame is None:
+      return None
+    if self._frame.shape != shape:
+      raise ValueError(f'{self.video.path}: frames of {self._frame.shape[1]}×'
+                       f'{self._frame.shape[0]} px, expected those of its imageSequence '
+                       f'video, {shape[1]}×{shape[0]} px')
+    return self._frame
+
+
+def _mask(person: np.ndarray | None, chair: np.ndarray | None) -> np.ndarray | None:
+  """(H, W, 3) uint8 masks in ``features.example_features`` order from a frame's
+  FGmasks and ChairMasks frames, or None when either is missing."""
+  if person is None or chair is None:
+    return None
+  mask = np.zeros(person.shape, np.uint8)
+  mask[..., features.PERSON] = np.where(person[..., 0] >= _PERSON_MIN_RED, 255, 0)
+  mask[..., features.CHAIR] = np.where(chair[..., 0] < _CHAIR_MAX_RED, 255, 0)
+  return mask
 
 
 def _to_h36m(joints: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import crops
+from jaxpose.data import features
 from jaxpose.data import readers
 
 from . import mpi_inf_3dhp_dataset_builder as mpi_inf_3dhp
@@ -68,6 +69,29 @@ class LabelsTest(tfds.testing.TestCase):
     np.testing.assert_allclose(ex['joints_3d'], annot3[5, TO_H36M], atol=1e-3)
     self._assert_2d_in_crop(ex, annot2[5, TO_H36M])
     self.assertEqual(ex['scene'], b'GS')
+
+  def test_train_masks_are_cut_like_the_image(self):
+    ex = self.train[('S1', 'Seq1', 5)]
+    self.assertTrue(ex['has_mask'])
+    annot2 = scipy.io.loadmat(DUMMY / 'S1/Seq1/annot.mat')['annot2'][0, 0]
+    centre, side = crops.tight_box(annot2.reshape(-1, 28, 2)[5, TO_H36M], np.ones(17, bool))
+    for channel, folder, in_mask in ((features.PERSON, 'FGmasks', lambda red: red >= 100),
+                                     (features.CHAIR, 'ChairMasks', lambda red: red < 32)):
+      with readers.Video(epath.Path(DUMMY / 'S1/Seq1' / folder / 'video_0.avi')) as video:
+        frame = dict(video.frames(lambda i: i == 5, stop=6))[5]
+      full = np.where(in_mask(frame[..., :1]), 255, 0).repeat(3, -1).astype(np.uint8)
+      expected = crops.cut(full, centre, side * crops.STORE_MARGIN, 384)[0][..., 0]
+      np.testing.assert_array_equal(ex['mask'][..., channel], expected)
+      self.assertGreater((expected > 127).sum(), 100)  # the fake person and chair are there
+    # The fake person stands where its skeleton is drawn: the pelvis is inside the mask.
+    u, v = ex['joints_2d'][0].astype(int)
+    self.assertEqual(ex['mask'][v, u, features.PERSON], 255)
+    self.assertFalse(ex['mask'][..., 2].any())
+
+  def test_test_split_has_no_masks(self):
+    for ex in self.test.values():
+      self.assertFalse(ex['has_mask'])
+      self.assertEqual(ex['mask'].shape, (1, 1, 3))
 
   def test_test_frames_activities_and_scenes(self):
     expected = {(f'TS{i}', t) for i in range(1, 7) for t in (0, 1, 3)} - {('TS3', 1)}
@@ -166,6 +190,12 @@ class BadDataTest(tfds.testing.TestCase):
     self._assert_build_fails(FileNotFoundError,
                              'S5/Seq2/imageSequence/video_4.avi not found: expected the '
                              'video of camera 4')
+
+  def test_missing_mask_video(self):
+    (self.manual_dir / 'S3/Seq1/ChairMasks/video_4.avi').unlink()
+    self._assert_build_fails(FileNotFoundError,
+                             'S3/Seq1/ChairMasks/video_4.avi not found: expected the '
+                             'ChairMasks video of camera 4 .*download_masks=1')
 
   def test_missing_calib(self):
     (self.manual_dir / mpi_inf_3dhp.CALIBRATION_DIR / 'ts5-6cameras.calib').unlink()

@@ -55,8 +55,9 @@ class _Person:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """MPII Human Pose, one example per annotated person."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'The common format gains mask and has_mask.'}
   BUILDER_CONFIGS = [
       MpiiConfig(
           name='mat',

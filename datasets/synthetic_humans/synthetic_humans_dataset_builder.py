@@ -30,8 +30,9 @@ class SyntheticHumansConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic people in a studio and in the wild."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.',
+                   '1.1.0': 'The common format gains mask and has_mask.'}
   BUILDER_CONFIGS = [
       # Builds in about 1.5 minutes on one CPU core, 1 on two.
       SyntheticHumansConfig(name='default', description='The quickstart training set.',
@@ -69,4 +70,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     for index, example in enumerate(self._pool.map(render, range(size), chunksize=16)):
       # PIL's JPEG encoder is faster than the TensorFlow op TFDS would run per example.
       example['image'] = crops.encode_jpeg(example['image'])
-      yield index, example
+      yield index, dict(example, **features.no_mask())

@@ -46,7 +46,7 @@ def cut(image: np.ndarray, centre, side: float, out_size: int) -> tuple[np.ndarr
 
 
 def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
-                out_size: int, focal=None, principal=None) -> dict:
+                out_size: int, focal=None, principal=None, mask=None) -> dict:
   """The stored crop of a person and its labels moved into it.
 
   Args:
@@ -54,13 +54,17 @@ def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
     joints_2d: (17, 2) pixels in the frame. valid: (17,) bool.
     out_size: the stored crop's side in pixels.
     focal, principal: (2,) the frame's intrinsics, or None when unknown.
+    mask: None, or (H, W, 3) uint8 masks of the frame, cut exactly like ``image``.
 
   Returns:
     ``image`` (out_size, out_size, 3) uint8, ``joints_2d`` in crop pixels, ``matrix``
-    (frame → crop), and ``focal``/``principal`` of the crop (zeros when unknown).
+    (frame → crop), ``focal``/``principal`` of the crop (zeros when unknown) and, with
+    ``mask``, ``mask`` (out_size, out_size, 3) uint8.
   """
   centre, side = tight_box(joints_2d, valid)
   crop, matrix = cut(image, centre, side * STORE_MARGIN, out_size)
+  extra = {} if mask is None else {
+      'mask': cut(mask, centre, side * STORE_MARGIN, out_size)[0]}
   joints = geometry.apply_affine(matrix, np.asarray(joints_2d, np.float64))
   joints = np.where(np.asarray(valid, bool)[:, None], joints, 0.0)
   if focal is None:
@@ -69,11 +73,18 @@ def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
     focal_c, principal_c = geometry.transform_intrinsics(
         matrix, np.asarray(focal, np.float64), np.asarray(principal, np.float64))
   return dict(image=crop, joints_2d=joints.astype(np.float32), matrix=matrix,
-              focal=np.float32(focal_c), principal=np.float32(principal_c))
+              focal=np.float32(focal_c), principal=np.float32(principal_c), **extra)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
   """JPEG bytes of an (H, W, 3) uint8 image (for builders that store encoded crops)."""
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format='JPEG', quality=quality)
+  return buffer.getvalue()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+  """PNG bytes of an (H, W, 3) uint8 image (lossless, small for the flat masks)."""
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG', optimize=True)
   return buffer.getvalue()

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxpose import skeleton
+from jaxpose.data import crops
 
 J = skeleton.NUM_JOINTS
 
@@ -24,6 +25,9 @@ def example_features() -> tfds.features.FeaturesDict:
   * ``joints_3d`` (17, 3) camera frame, mm, zeros where absent; ``has_3d``.
   * ``intrinsics``: ``focal`` (2,) and ``principal`` (2,) of the stored crop in pixels,
     zeros where unknown (``has_intrinsics`` false).
+  * ``mask`` (PNG) the person's and the chair's masks cut like ``image``: channel 0 the
+    person (255 = person), channel 1 the chair (255 = chair), channel 2 zero; where a
+    dataset has no masks, a 1×1 black placeholder and ``has_mask`` false.
   * metadata for breakdowns: ``subject``, ``sequence``, ``action``, ``scene``,
     ``camera`` (text) and ``frame`` (int).
   """
@@ -39,6 +43,8 @@ def example_features() -> tfds.features.FeaturesDict:
           'principal': f.Tensor(shape=(2,), dtype=np.float32),
       }),
       'has_intrinsics': f.Scalar(dtype=np.bool_),
+      'mask': f.Image(shape=(None, None, 3), encoding_format='png'),
+      'has_mask': f.Scalar(dtype=np.bool_),
       'subject': f.Text(),
       'sequence': f.Text(),
       'action': f.Text(),
@@ -46,6 +52,18 @@ def example_features() -> tfds.features.FeaturesDict:
       'camera': f.Text(),
       'frame': f.Scalar(dtype=np.int64),
   })
+
+
+# Channels of ``mask``.
+PERSON, CHAIR = 0, 1
+
+
+_NO_MASK_PNG = crops.encode_png(np.zeros((1, 1, 3), np.uint8))
+
+
+def no_mask() -> dict:
+  """``mask`` and ``has_mask`` of an example without masks."""
+  return dict(mask=_NO_MASK_PNG, has_mask=False)
 
 
 def empty_metadata() -> dict:

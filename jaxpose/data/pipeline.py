@@ -13,6 +13,9 @@ Augmentation is a similarity map of the pixels, ``u' = A u`` with ``A = [s R F |
 (F a horizontal flip, R an in-plane rotation). The 3D labels follow as ``X' = R3 F3 X``
 (rotation about the optical axis, mirror of x) and the intrinsics as ``f' = s f``,
 ``c' = A c``, so that projecting the new 3D with the new intrinsics gives the new 2D.
+Before it, an example with masks (``has_mask``) may get a new background behind the
+person and a texture on the chair, composited on the stored crop, where the masks lie
+exactly on the pixels; the labels do not change.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
@@ -32,6 +35,7 @@ from absl import logging
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import crops
+from jaxpose.data import features as features_lib
 from jaxpose.data import tfds_io
 
 LABEL_KEYS = ('joints_2d', 'joints_2d_valid', 'joints_3d', 'has_3d', 'focal', 'principal',
@@ -116,7 +120,8 @@ def training_pose_statistics(sources: list[Source], max_examples: int):
     step = max(1, len(source) // max(1, max_examples))
     for index in range(0, len(source), step):
       example = features.deserialize_example_np(
-          source.records[index], decoders={'image': tfds.decode.SkipDecoding()})
+          source.records[index], decoders={'image': tfds.decode.SkipDecoding(),
+                                           'mask': tfds.decode.SkipDecoding()})
       if example['has_3d']:
         subject = example['subject']
         subject = subject.decode() if isinstance(subject, bytes) else str(subject)
@@ -207,11 +212,83 @@ def eval_example(example: dict, input_size: int) -> dict:
   return out
 
 
-def train_example(example: dict, seed, input_size: int, augment, bone_table) -> dict:
-  """Random similarity + colour jitter; a reference subject for the bone-length loss."""
+def background_texture(seed, height, width) -> tf.Tensor:
+  """(height, width, 3) float32 in [0, 255]: a random procedural texture, colour noise of
+  three octaves from a random cell size blended with stripes of random colours, period
+  and direction."""
+  seeds = tf.random.experimental.stateless_split(seed, 8)
+  uniform = lambda i, shape, lo=0.0, hi=1.0: tf.random.stateless_uniform(
+      shape, seeds[i], lo, hi)
+  cells = tf.random.stateless_uniform([], seeds[0], 2, 17, dtype=tf.int32)
+  roughness = uniform(1, [], 0.2, 0.8)
+  noise = tf.zeros([height, width, 3])
+  for octave in range(3):
+    grid = uniform(2 + octave, tf.stack([cells * 2**octave, cells * 2**octave, 3]))
+    noise += roughness**octave * tf.image.resize(grid, [height, width])
+  noise /= 1.0 + roughness + roughness**2
+  angle = uniform(5, [], 0.0, math.pi)
+  period = uniform(6, [], 4.0, tf.cast(tf.maximum(height, width), tf.float32) / 2)
+  y, x = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                     indexing='ij')
+  wave = 0.5 + 0.5 * tf.sin(2 * math.pi * (x * tf.cos(angle) + y * tf.sin(angle)) / period)
+  colours = uniform(7, [2, 3])
+  stripes = wave[..., None] * colours[0] + (1 - wave[..., None]) * colours[1]
+  blend = uniform(4, [])
+  return (blend * noise + (1 - blend) * stripes) * 255.0
+
+
+def composite_background(image, mask, seed,
+                         backgrounds: Callable | None = None) -> tf.Tensor:
+  """``image`` with a new background behind the person and a texture on the chair.
+
+  Args:
+    image: (H, W, 3) pixels in [0, 255].
+    mask: (H, W, 3) uint8 ``mask`` of the common format (person, chair channels).
+    seed: stateless RNG seed (2,).
+    backgrounds: None, or a function of a seed giving an (h, w, 3) image in [0, 255],
+      which then provides the background of half the examples (textures the others).
+
+  Returns:
+    (H, W, 3) float32: the person's pixels as they were (blended at soft mask edges),
+    the chair and the rest of the studio replaced.
+  """
+  image = tf.cast(image, tf.float32)
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  person = tf.cast(mask[..., features_lib.PERSON:features_lib.PERSON + 1], tf.float32) / 255
+  # Where a mask says both, the person is in front of the chair.
+  chair = tf.cast(mask[..., features_lib.CHAIR:features_lib.CHAIR + 1], tf.float32) / 255
+  chair *= 1.0 - person
+  texture = lambda: background_texture(seeds[0], height, width)
+  if backgrounds is None:
+    back = texture()
+  else:
+    picture = lambda: tf.image.resize(
+        tf.cast(backgrounds(seeds[1]), tf.float32), [height, width])
+    back = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5, picture, texture)
+  return (person * image + chair * background_texture(seeds[3], height, width) +
+          (1.0 - person - chair) * back)
+
+
+def train_example(example: dict, seed, input_size: int, augment, bone_table,
+                  backgrounds: Callable | None = None) -> dict:
+  """Background compositing (examples with masks), random similarity + colour jitter; a
+  reference subject for the bone-length loss. ``backgrounds``: see
+  ``composite_background``."""
   example = _flatten(example)
   seeds = tf.random.experimental.stateless_split(seed, 8)
   uniform = lambda i, lo, hi: tf.random.stateless_uniform([], seeds[i], lo, hi)
+  if augment.background > 0:
+    # Its own seeds, so that switching it on leaves the other draws as they were.
+    bg_seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 1), 2)
+    replace = tf.logical_and(
+        example['has_mask'],
+        tf.random.stateless_uniform([], bg_seeds[0]) < augment.background)
+    image, mask = example['image'], example['mask']
+    example['image'] = tf.cond(
+        replace, lambda: composite_background(image, mask, bg_seeds[1], backgrounds),
+        lambda: tf.cast(image, tf.float32))
   centre, box = _crop_geometry(example['image'])
   scale = uniform(0, 1.0 - augment.scale, 1.0 + augment.scale)
   rotation = uniform(1, -1.0, 1.0) * math.radians(augment.rotation_deg)
@@ -255,8 +332,10 @@ class _EpochPermutations:
     return int(self.perm[position])
 
 
-def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bool) -> tf.data.Dataset:
-  """(index, parsed example) from position ``start`` on, forever if ``shuffle``."""
+def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bool,
+                  decode_mask: bool = False) -> tf.data.Dataset:
+  """(index, parsed example) from position ``start`` on, forever if ``shuffle``; the
+  ``mask`` is decoded only if ``decode_mask`` (else left as PNG bytes)."""
   if len(source) == 0:
     raise ValueError(f'data source {source.name!r}: split {source.split!r} has no '
                      f'examples for process {jax.process_index()}')
@@ -266,9 +345,11 @@ def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bo
   indices = tf.data.Dataset.range(start, stop)
   features = source.builder.info.features
 
+  decoders = None if decode_mask else {'mask': tfds.decode.SkipDecoding()}
+
   def read(index):
     record = tf.numpy_function(fetch, [index], tf.string, stateful=False)
-    return index, features.deserialize_example(record)
+    return index, features.deserialize_example(record, decoders=decoders)
 
   return indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -295,6 +376,7 @@ class TrainStream:
     self.position.update(position or {})
     self.bone_table, self.mean_pose = training_pose_statistics(
         list(self.sources.values()), data.pose_statistics_examples)
+    backgrounds = self._background_images(data.augment)
     streams = []
     for source_id, (name, share) in enumerate(sorted(self.local_shares.items())):
       key = (config.seed, source_id, jax.process_index())
@@ -302,8 +384,9 @@ class TrainStream:
       key_int = int(np.random.SeedSequence(key).generate_state(1, np.uint32)[0])
       parse = lambda i, ex, k=key_int: train_example(
           ex, tf.stack([tf.constant(k, tf.int64), i]), data.input_size, data.augment,
-          self.bone_table)
-      ds = _index_stream(self.sources[name], self.position[name], key, shuffle=True)
+          self.bone_table, backgrounds)
+      ds = _index_stream(self.sources[name], self.position[name], key, shuffle=True,
+                         decode_mask=data.augment.background > 0)
       ds = ds.map(parse, num_parallel_calls=data.num_parallel_calls, deterministic=True)
       streams.append(ds.batch(share, drop_remainder=True))
     ds = tf.data.Dataset.zip(tuple(streams)).map(
@@ -311,6 +394,39 @@ class TrainStream:
     options = tf.data.Options()
     options.deterministic = True
     self._iterator = ds.with_options(options).prefetch(data.prefetch).as_numpy_iterator()
+
+  def _background_images(self, augment) -> Callable | None:
+    """A function of a seed giving the image of a random example of the training sources
+    named in ``augment.background_sources`` (None if it names none)."""
+    names = tuple(augment.background_sources)
+    if not names:
+      return None
+    if augment.background <= 0:
+      raise ValueError(f'config.data.augment.background_sources={names} but '
+                       'config.data.augment.background is 0; set its probability > 0 or '
+                       'leave background_sources empty')
+    unknown = sorted(set(names) - set(self.sources))
+    if unknown:
+      raise ValueError(f'config.data.augment.background_sources names {unknown}, not '
+                       f'training sources of this batch; expected some of '
+                       f'{sorted(self.sources)}')
+    sources = [self.sources[n] for n in names]
+    ends = np.cumsum([len(s) for s in sources])
+
+    def fetch(k):
+      i = int(np.searchsorted(ends, k, side='right'))
+      return sources[i].records[int(k) - int(ends[i] - len(sources[i]))]
+
+    # Every source stores the common format: one FeaturesDict parses them all.
+    features = sources[0].builder.info.features
+
+    def read(seed):
+      k = tf.random.stateless_uniform([], seed, 0, int(ends[-1]), dtype=tf.int64)
+      record = tf.numpy_function(fetch, [k], tf.string, stateful=False)
+      return features.deserialize_example(
+          record, decoders={'mask': tfds.decode.SkipDecoding()})['image']
+
+    return read
 
   def __iter__(self):
     return self

@@ -279,13 +279,17 @@ def read_tc_calibration(path: epath.Path) -> TcCalibration:
 
 def example_3d(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
                joints_3d: np.ndarray, intrinsics: Intrinsics, image_size: int,
-               **metadata) -> dict:
+               mask: np.ndarray | None = None, **metadata) -> dict:
   """The example of one person with 3D labels (camera frame, mm) and known intrinsics,
-  from the (H, W, 3) uint8 frame ``image`` and its (17, 2) pixel labels."""
+  from the (H, W, 3) uint8 frame ``image``, its (17, 2) pixel labels and optionally its
+  (H, W, 3) uint8 masks (channels as ``features.example_features`` describes)."""
   crop = crops.person_crop(image, joints_2d, valid, image_size,
-                           intrinsics.focal, intrinsics.principal)
+                           intrinsics.focal, intrinsics.principal, mask)
+  masks = (features.no_mask() if mask is None else
+           dict(mask=crops.encode_png(crop['mask']), has_mask=True))
   return dict(
       features.empty_metadata(),
+      **masks,
       image=crops.encode_jpeg(crop['image']),
       joints_2d=crop['joints_2d'],
       joints_2d_valid=np.asarray(valid, bool),
@@ -303,6 +307,7 @@ def example_2d(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray, imag
   crop = crops.person_crop(image, joints_2d, valid, image_size)
   return dict(
       features.empty_metadata(),
+      **features.no_mask(),
       image=crops.encode_jpeg(crop['image']),
       joints_2d=crop['joints_2d'],
       joints_2d_valid=np.asarray(valid, bool),

@@ -6,7 +6,10 @@ Run once from the repository root (the output is committed):
 Training set: S1..S8/Seq1|Seq2 with annot.mat (MATLAB v5: cells of 14 cameras, (F, 56)
 and (F, 84)), camera.calibration (14 cameras) and MJPEG videos of the default config's
 cameras, 48×48 instead of 2048×2048, 2 frames (annotations have 3 rows). S1/Seq1 camera 0
-has 12 frames and a corrupt frame 10. Test set: TS1..TS6 with annot_data.mat (MATLAB v7.3:
+has 12 frames and a corrupt frame 10. Beside each imageSequence video, FGmasks and
+ChairMasks videos of the same frames, in the release's channels: FGmasks red bright on the
+person (the skeleton drawn 5 px wide), green and blue (the clothing masks) dark;
+ChairMasks red dark on the chair (a box under the pelvis), bright elsewhere. Test set: TS1..TS6 with annot_data.mat (MATLAB v7.3:
 HDF5 with a MATLAB header, axes reversed), JPEG frames numbered from 1 (48×48 for TS1-4,
 64×36 for TS5-6, one truncated in TS3), and fake .calib files in the real layout.
 """
@@ -43,15 +46,33 @@ def turning(pose, t):
   return pose @ turn.T
 
 
+def draw_skeleton(image, uv_h36m, colour, width):
+  for child, parent in enumerate(skeleton.PARENTS):
+    if parent >= 0:
+      cv2.line(image, tuple(int(v) for v in uv_h36m[child]),
+               tuple(int(v) for v in uv_h36m[parent]), colour, width)
+  return image
+
+
 def render(uv_h36m, size, t):
   """A frame: a gradient that changes with t and the H36M-17 skeleton drawn on it."""
   w, h = size
   y, x = np.mgrid[:h, :w]
   image = np.stack([x * 4, y * 4, np.full_like(x, 30 * t)], -1).astype(np.uint8)
-  for child, parent in enumerate(skeleton.PARENTS):
-    if parent >= 0:
-      cv2.line(image, tuple(int(v) for v in uv_h36m[child]),
-               tuple(int(v) for v in uv_h36m[parent]), (255, 255, 255), 1)
+  return draw_skeleton(image, uv_h36m, (255, 255, 255), 1)
+
+
+def person_mask(uv_h36m, size):
+  """An FGmasks frame: red 255 on the person (the skeleton drawn 5 px wide), else 0."""
+  return draw_skeleton(np.zeros((size, size, 3), np.uint8), uv_h36m, (255, 0, 0), 5)
+
+
+def chair_mask(uv_h36m, size):
+  """A ChairMasks frame: red 0 on the chair (a box below the pelvis), 255 elsewhere."""
+  image = np.zeros((size, size, 3), np.uint8)
+  image[..., 0] = 255
+  x, y = (int(v) for v in uv_h36m[skeleton.ROOT])
+  image[y + 2:y + 12, max(x - 8, 0):x + 8, 0] = 0
   return image
 
 
@@ -145,6 +166,10 @@ def write_training():
         write_avi(folder / 'imageSequence' / f'video_{camera}.avi',
                   [render(uv[k, H36M_FROM_28], (SIZE, SIZE), k) for k in range(frames)],
                   corrupt_frame=10 if frames == 12 else None)
+        for masks, draw in (('FGmasks', person_mask), ('ChairMasks', chair_mask)):
+          (folder / masks).mkdir(exist_ok=True)
+          write_avi(folder / masks / f'video_{camera}.avi',
+                    [draw(uv[k, H36M_FROM_28], SIZE) for k in range(frames)])
       (folder / 'camera.calibration').write_text('\n'.join(calibration) + '\n')
       scipy.io.savemat(folder / 'annot.mat', dict(
           annot2=cell(annot2), annot3=cell(annot3), univ_annot3=cell(annot3),
