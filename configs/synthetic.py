@@ -48,8 +48,6 @@ def get_config(arg=None):
   c.model.res5a_channels = 32
   c.model.lifter_width = 256
   c.model.camera_hidden = 64
-  # The summed heatmap error dominates the total otherwise and the 3D output learns slowly.
-  c.loss.update(pose_3d=5.0, bone=5.0, projection=5.0)
   c.batch_size = 16
   c.total_steps = 8000
   c.optim.decay_steps = c.total_steps

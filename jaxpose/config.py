@@ -97,7 +97,11 @@ def base_config() -> ConfigDict:
   # examples, §3.2) and the mean pose (the baseline printed beside evaluations).
   c.data.pose_statistics_examples = 2000
 
-  c.loss = ConfigDict(dict(pose_3d=1.0, bone=1.0, heatmap=1.0, projection=1.0))
+  # The paper gives no weights. These give every term a gradient on the backbone within a
+  # factor 2 of the others at initialisation, at 256 px (the paper's network) and at 96 px
+  # (the synthetic quickstart), in the units of jaxpose.losses
+  # (`python -m jaxpose.tools.loss_balance --config=configs/synthetic.py[:paper_model]`).
+  c.loss = ConfigDict(dict(pose_3d=1.0, bone=2.0, heatmap=4.0, projection=1.0))
 
   c.optim = ConfigDict()
   # Adadelta (§4.2). Its "momentum" in Caffe is the decay rate rho: MISSING, Caffe's

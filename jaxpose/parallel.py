@@ -68,6 +68,12 @@ def jit_predict(predict_fn, mesh: Mesh, state_shardings):
                  out_shardings=batch_sharding(mesh))
 
 
+def jit_summary(summary_fn, mesh: Mesh, variable_shardings):
+  """``summary_fn(variables, batch) -> small outputs`` (scalars, norms), replicated."""
+  return jax.jit(summary_fn, in_shardings=(variable_shardings, batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
 def to_global(local_batch: dict, mesh: Mesh) -> dict:
   """This process's share of a batch (numpy) → global arrays split over ``data``."""
   sharding = batch_sharding(mesh)

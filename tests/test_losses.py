@@ -15,11 +15,12 @@ def _pose(seed, n=2):
   return jax.random.normal(jax.random.key(seed), (n, J, 3)) * 300.0
 
 
-def test_pose_3d_loss_is_masked_mean_of_squared_metres():
+def test_pose_3d_loss_is_masked_mean_of_squared_body_boxes():
+  assert losses.BODY_BOX_MM == 2000.0
   target = np.zeros((3, J, 3), np.float32)
   pred = np.zeros((3, J, 3), np.float32)
-  pred[0, :, 0] = 1000.0      # every joint 1 m off: squared error 1 m²
-  pred[1, 3, 2] = 2000.0      # one joint 2 m off: 4 / 17 on average
+  pred[0, :, 0] = 2000.0      # every joint one body box (2 m) off: squared error 1
+  pred[1, 3, 2] = 4000.0      # one joint 4 m off: 4 / 17 on average
   pred[2] = 5000.0            # excluded: no 3D label
   has_3d = np.array([True, True, False])
   value = losses.pose_3d_loss(pred, target, has_3d)
@@ -30,11 +31,12 @@ def test_bone_loss_vectors_for_3d_and_lengths_for_2d_only():
   target = np.asarray(_pose(0, 1))
   pred = target.copy()
   pred[0, 2] += np.array([0.0, 100.0, 0.0])  # moves r_knee: bones hip-knee and knee-ankle
-  # 3D example: each of the two bones' vectors change by 0.1 m, over 16 bones.
+  # 3D example: each of the two bones' vectors change by 100 mm = 0.05 body boxes, over
+  # 16 bones.
   vec = losses.bone_loss(pred, target, np.array([True]), np.zeros((1, 16)), np.array([True]))
-  np.testing.assert_allclose(vec, 2 * 0.01 / 16, rtol=1e-5)
-  # 2D-only example: compared with reference lengths, each 10 mm longer than predicted.
-  ref = skeleton.bone_lengths(pred) + 10.0
+  np.testing.assert_allclose(vec, 2 * 0.05**2 / 16, rtol=1e-5)
+  # 2D-only example: compared with reference lengths, each 20 mm longer than predicted.
+  ref = skeleton.bone_lengths(pred) + 20.0
   length = losses.bone_loss(pred, np.zeros_like(pred), np.array([False]), ref, np.array([True]))
   np.testing.assert_allclose(length, 0.01**2, rtol=1e-4)
   # 2D-only without reference lengths: nothing to compare with.
@@ -60,8 +62,19 @@ def test_heatmap_loss_masks_unlabelled_joints():
   pred[0, :, :, :, 1] = 7.0   # joint 1 unlabelled
   valid = np.zeros((1, J), bool)
   valid[0, [0, 2]] = True
-  # Labelled joints 0 and 2: (4 + 0) / 2 levels = 2 for joint 0, 0 for joint 2.
-  np.testing.assert_allclose(losses.heatmap_loss(pred, target, valid), 1.0)
+  # Labelled joints 0 and 2: joint 0 has 4 of 4 cells off by 1 on one of 2 levels: 0.5;
+  # joint 2 none.
+  np.testing.assert_allclose(losses.heatmap_loss(pred, target, valid), 0.25)
+
+
+def test_heatmap_loss_of_random_outputs_does_not_grow_with_the_grid():
+  values = []
+  for grid, size in ((6, 96), (16, 256)):
+    joints = np.random.default_rng(grid).uniform(0.3, 0.7, (4, J, 2)).astype(np.float32) * size
+    target = losses.heatmap_targets(jnp.asarray(joints), size, grid, 1.0)
+    noise = np.random.default_rng(0).normal(size=(4, 2, grid, grid, J)).astype(np.float32)
+    values.append(float(losses.heatmap_loss(noise, target, np.ones((4, J), bool))))
+  np.testing.assert_allclose(values[0], values[1], rtol=0.1)
 
 
 def test_projection_loss_in_crop_sides():
