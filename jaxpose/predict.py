@@ -208,17 +208,33 @@ def person_region(box, image_size: tuple[int, int], name: str) -> tuple[np.ndarr
   return np.array([x + w / 2, y + h / 2]), float(max(w, h) * crops.BOX_PADDING)
 
 
-def cut(image: np.ndarray, centre, side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-  """``crops.cut``, after a box-filter reduction by the integer part of the shrink factor
-  where it is 2 or more: bilinear sampling alone would alias, and training crops are smooth."""
-  factor = int(side // size)
-  if factor >= 2:
-    small = np.asarray(Image.fromarray(image).reduce(factor))
-    # Reduction maps pixel coordinates u → u / factor exactly (corners at integers).
-    crop, _ = crops.cut(small, np.asarray(centre) / factor, side / factor, size)
-  else:
-    crop, _ = crops.cut(image, centre, side, size)
-  return crop, geometry.crop_matrix(centre, side, size)
+def crop_images(image, centres, sides, size: int):
+  """The squares (``centres`` (N, 2), ``sides`` (N,), pixels) of an (H, W, 3) image at
+  ``size`` × ``size`` pixels, (N, size, size, 3) float32 (jax.numpy).
+
+  Each crop pixel averages the image over a window of the crop pixel's size (at least one
+  image pixel) centred on it, pixels outside the image black: an area average where the
+  crop shrinks (bilinear sampling alone would alias; training crops are smooth) and bilinear
+  interpolation where it enlarges. The crop is axis-aligned, so this is one matrix product
+  per image axis, and the same graph runs in the exported model.
+  """
+  def weights(centre, side, length):
+    """(N, size, length): crop pixel i's share of each image pixel k along one axis."""
+    step = side / size
+    middle = centre[:, None] + (jnp.arange(size, dtype=jnp.float32) + 0.5 - size / 2) * step[
+        :, None]
+    half = jnp.maximum(step, 1.0)[:, None, None] / 2
+    k = jnp.arange(length, dtype=jnp.float32)  # image pixel k covers [k, k + 1)
+    overlap = (jnp.minimum(middle[..., None] + half, k + 1)
+               - jnp.maximum(middle[..., None] - half, k))
+    return jnp.maximum(overlap, 0.0) / (2 * half)
+
+  centres = jnp.asarray(centres, jnp.float32)
+  sides = jnp.asarray(sides, jnp.float32)
+  rows = weights(centres[:, 1], sides, image.shape[0])
+  cols = weights(centres[:, 0], sides, image.shape[1])
+  return jnp.einsum('nih,hwc,njw->nijc', rows, image.astype(jnp.float32), cols,
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 class Predictor:
@@ -250,6 +266,7 @@ class Predictor:
     self.step = int(restored['step'])
     self.variables = {k: restored[k] for k in ('params', 'batch_stats')}
     self._apply = jax.jit(functools.partial(self.model.apply, train=False))
+    self._crop = jax.jit(crop_images, static_argnums=3)
 
   def _restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict:
     """The step, params and batch_stats of the saved train state, on one device.
@@ -365,20 +382,21 @@ class Predictor:
   def _run(self, images: list[np.ndarray], regions: list) -> list[dict]:
     """The network on each image's (centre, side) square; outputs in image pixels."""
     size = self.input_size
-    cuts = [cut(image, centre, side, size) for image, (centre, side) in zip(images, regions)]
+    cuts = [self._crop(image, np.asarray(centre)[None], np.asarray([side]), size)[0]
+            for image, (centre, side) in zip(images, regions)]
     rows = []
     for start in range(0, len(cuts), BATCH):
-      chunk = np.stack([crop for crop, _ in cuts[start:start + BATCH]])
-      batch = np.concatenate([chunk, np.zeros((BATCH - len(chunk),) + chunk.shape[1:],
-                                              chunk.dtype)])
+      chunk = jnp.stack(cuts[start:start + BATCH])
+      batch = jnp.concatenate([chunk, jnp.zeros((BATCH - len(chunk),) + chunk.shape[1:],
+                                                chunk.dtype)])
       out = jax.device_get(self._apply(self.variables, batch))
       rows += [jax.tree.map(lambda x, i=i: np.asarray(x[i], np.float64), out)
                for i in range(len(chunk))]
     results = []
-    for (_, matrix), (centre, side), out in zip(cuts, regions, rows):
-      inverse = np.linalg.inv(matrix)
+    for (centre, side), out in zip(regions, rows):
+      matrix = geometry.crop_matrix(centre, side, size)
       results.append(dict(
-          pose_3d_crop=out['pose_3d'], pose_2d=geometry.apply_affine(inverse, out['pose_2d']),
+          pose_3d_crop=out['pose_3d'], pose_2d=from_crop(matrix, out['pose_2d']),
           confidence=out['heatmaps'][-1].max(axis=(0, 1)),
           crop_scale=float(out['camera']['scale']), crop_principal=out['camera']['principal'],
           matrix=matrix, centre=np.asarray(centre, np.float64), side=float(side)))
@@ -408,38 +426,56 @@ class Predictor:
     )
 
 
-def to_camera(pose_3d_crop, crop_scale: float, crop_principal, matrix, focal: float,
-              principal, input_size: int, virtual_camera: bool = True):
-  """The network's outputs for one crop → the camera frame (module docstring).
+def from_crop(matrix, points):
+  """(..., J, 2) crop pixels → image pixels, for (..., 3, 3) scale-and-translate crop
+  matrices (numpy or jax.numpy; no matrix inverse, which TensorFlow cannot run from JAX)."""
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  scale = xp.stack([matrix[..., 0, 0], matrix[..., 1, 1]], axis=-1)
+  return (points - matrix[..., None, :2, 2]) / scale[..., None, :]
+
+
+def to_camera(pose_3d_crop, crop_scale, crop_principal, matrix, focal, principal,
+              input_size: int, virtual_camera: bool = True):
+  """The network's outputs for crops → the camera frame (module docstring); numpy or
+  jax.numpy (by the type of ``matrix``), over any leading batch axes (shown as ...).
 
   Args:
-    pose_3d_crop: (J, 3) root-relative pose as predicted (the crop's virtual camera frame
-      when ``virtual_camera``, the camera frame otherwise).
-    crop_scale, crop_principal: the weak-perspective camera in the crop (px/mm, (2,) px).
-    matrix: (3, 3) image → crop pixels. focal: the image's focal length, px.
-    principal: (2,) the image's principal point, px. input_size: the crop's side, px.
+    pose_3d_crop: (..., J, 3) root-relative pose as predicted (the crop's virtual camera
+      frame when ``virtual_camera``, the camera frame otherwise).
+    crop_scale, crop_principal: (...) and (..., 2) the weak-perspective camera in the crop
+      (px/mm, px).
+    matrix: (..., 3, 3) image → crop pixels. focal: (...) the image's focal length, px.
+    principal: (..., 2) the image's principal point, px. input_size: the crop's side, px.
     virtual_camera: the checkpoint's ``config.data.virtual_camera``.
 
   Returns:
-    (J, 3) root-relative pose in the camera frame, (3,) the root's position in it (mm),
-    and (2,) the root's pixel in the image.
+    (..., J, 3) root-relative pose in the camera frame, (..., 3) the root's position in it
+    (mm), and (..., 2) the root's pixel in the image.
   """
-  focal = np.full(2, focal, np.float64)
-  principal = np.asarray(principal, np.float64)
-  crop_focal, crop_principal_point = geometry.transform_intrinsics(matrix, focal, principal)
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  dtype = matrix.dtype
+  focal = xp.asarray(focal, dtype)[..., None] * xp.ones(2, dtype)
+  principal = xp.asarray(principal, dtype)
+  # The crop is scale-and-translate: its focal scales, its principal point maps.
+  crop_focal = focal * matrix[..., 0, 0, None]
+  crop_principal_point = geometry.apply_affine(matrix, principal[..., None, :])[..., 0, :]
+  pose = xp.asarray(pose_3d_crop, dtype)
   if virtual_camera:
-    rotation = geometry.virtual_camera_rotation(crop_focal[None], crop_principal_point[None],
-                                                np.ones(1, bool), input_size)[0]
+    batch = crop_focal.reshape(-1, 2)
+    rotation = geometry.virtual_camera_rotation(
+        batch, crop_principal_point.reshape(-1, 2), xp.ones(batch.shape[:1], bool),
+        input_size).reshape(matrix.shape)
+    pose = geometry.correct_perspective(pose, rotation)
   else:
-    rotation = np.eye(3)
-  pose = geometry.correct_perspective(np.asarray(pose_3d_crop, np.float64), rotation)
-  root_pixel = geometry.apply_affine(np.linalg.inv(matrix),
-                                     np.asarray(crop_principal, np.float64)[None])[0]
+    rotation = xp.broadcast_to(xp.eye(3, dtype=dtype), matrix.shape)
+  root_pixel = from_crop(matrix, xp.asarray(crop_principal, dtype)[..., None, :])[..., 0, :]
   # The scale is f / Z with Z the root's depth along the frame the network predicts in
   # (the virtual camera's axis); the root is on the ray through its pixel.
-  depth = geometry.unproject_depth(crop_scale, crop_focal[0])
-  ray = np.append((root_pixel - principal) / focal, 1.0)
-  return pose, ray * depth / (rotation[2] @ ray), root_pixel
+  depth = geometry.unproject_depth(xp.asarray(crop_scale, dtype), crop_focal[..., 0])
+  ray = xp.concatenate([(root_pixel - principal) / focal, xp.ones_like(depth)[..., None]],
+                       axis=-1)
+  along = (rotation[..., 2, :] * ray).sum(-1)
+  return pose, ray * (depth / along)[..., None], root_pixel
 
 
 def to_json(prediction: dict) -> dict:
