@@ -19,7 +19,8 @@ person's joints (head top to ankles and wrists, as a person box drawn by hand or
 detector is), so the network sees the square of side ``BOX_PADDING × max(w, h)`` centred on
 the box. Without a box the paper's recipe applies: a first pass on the whole image (padded
 to a square), then the tight box around the 2D joints it predicts, and a second pass on that
-crop.
+crop. Crops are cut by ``crop_images``, a JAX graph that the exported model shares
+(``jaxpose.export``).
 
 The camera. 3D is in the camera frame (x right, y down, z forward) in mm, root-relative.
 The camera's intrinsics are a focal length ``focal`` in pixels (or a horizontal field of
@@ -70,8 +71,9 @@ flags.DEFINE_float('focal', None, 'Focal length in pixels of the images or the v
                    '(default: --fov, else the EXIF 35 mm-equivalent focal length of a photo, '
                    'else a horizontal field of view of 55 degrees).')
 flags.DEFINE_float('fov', None, 'Horizontal field of view in degrees, instead of --focal.')
-flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png, or the '
-                    'video\'s <name>.jsonl and <name>.mp4.')
+flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png, the '
+                    'video\'s <name>.jsonl and <name>.mp4, or (jaxpose.export) the exported '
+                    'models.')
 flags.DEFINE_string('video', None, 'Video file to predict on, frame by frame (instead of '
                     '--image).')
 flags.DEFINE_string('boxes', None, 'JSON file of person boxes per image or per video frame '
@@ -604,4 +606,4 @@ if __name__ == '__main__':
   # jaxpose.video imports this module by name: give it this copy, whose flags are defined,
   # rather than a second one that would define them again.
   sys.modules.setdefault('jaxpose.predict', sys.modules[__name__])
-  cli.run(main, required=('workdir', 'image', 'out'))
+  cli.run(main, required=('workdir', 'out'))
