@@ -1,12 +1,16 @@
-"""3D pose of the people in photos, from a trained checkpoint.
+"""3D pose of the people in photos and videos, from a trained checkpoint.
 
   python -m jaxpose.predict --workdir=DIR [--step=N] --image=PATH [--image=PATH ...]
-      [--bbox=x,y,w,h ...] [--focal=F] --out=OUT
+      [--bbox=x,y,w,h ... | --boxes=FILE] [--focal=F | --fov=DEG] --out=OUT
+  python -m jaxpose.predict --workdir=DIR --video=PATH [--boxes=FILE] [--focal=F | --fov=DEG]
+      [--smoothing=none|one_euro] --out=OUT
 
-writes, per image, ``OUT/<name>.json`` (``to_json``'s layout) and ``OUT/<name>.png``: the
-photo with the predicted 2D skeleton and its crop, and the 3D skeleton from the front and
-the side. The model and its config come from the checkpoint (``--config`` is optional; when
-given it must describe the checkpoint's model).
+writes, per image, ``OUT/<name>.json`` (``to_json``'s layout; with ``--boxes``,
+``{"people": [...]}``, one per box) and ``OUT/<name>.png``: the photo with the predicted 2D
+skeletons and their crops, and the 3D skeletons from the front and the side; per video,
+``OUT/<name>.jsonl`` and ``OUT/<name>.mp4`` (``jaxpose.video``). ``--boxes`` reads
+``jaxpose.boxes``'s layouts. The model and its config come from the checkpoint
+(``--config`` is optional; when given it must describe the checkpoint's model).
 
 The crop. The network was trained on the *tight box*: the square of side
 ``crops.BOX_PADDING`` × the larger extent of the 2D joints, centred on the middle of that
@@ -15,12 +19,14 @@ person's joints (head top to ankles and wrists, as a person box drawn by hand or
 detector is), so the network sees the square of side ``BOX_PADDING × max(w, h)`` centred on
 the box. Without a box the paper's recipe applies: a first pass on the whole image (padded
 to a square), then the tight box around the 2D joints it predicts, and a second pass on that
-crop.
+crop. Crops are cut by ``crop_images``, a JAX graph that the exported model shares
+(``jaxpose.export``).
 
 The camera. 3D is in the camera frame (x right, y down, z forward) in mm, root-relative.
-The camera's intrinsics are a focal length ``focal`` in pixels (default: a
-``DEFAULT_FOV_DEG``° horizontal field of view, that of a typical phone or compact camera)
-and a principal point at the image centre. With them, the pose is rotated from the crop's
+The camera's intrinsics are a focal length ``focal`` in pixels (or a horizontal field of
+view; else a photo's EXIF 35 mm-equivalent focal length; else a ``DEFAULT_FOV_DEG``° field
+of view, that of a typical phone or compact camera: ``camera_intrinsics``) and a principal
+point at the image centre. With them, the pose is rotated from the crop's
 virtual camera back into the real one (perspective correction), and the absolute position
 of the root follows from the learned weak-perspective camera ``u = s X + c``: the root lies
 on the ray through ``c`` at the depth where ``s = f / Z`` (Z along the axis of the crop's
@@ -36,6 +42,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -44,12 +51,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import flags
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from jaxpose import boxes as box_files
 from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import geometry
 from jaxpose import skeleton
+from jaxpose import smoothing
 from jaxpose import visualize
 from jaxpose.data import crops
 from jaxpose.models import posenet
@@ -58,9 +67,29 @@ flags.DEFINE_multi_string('image', None, 'Image file to predict on (repeat for s
 flags.DEFINE_multi_string(
     'bbox', None, 'Person box x,y,w,h in pixels of the image (the extent of its joints); '
     'none (find the person), or one per --image in the same order.')
-flags.DEFINE_float('focal', None, 'Focal length in pixels of the images (default: a '
-                   'horizontal field of view of 55 degrees).')
-flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png.')
+flags.DEFINE_float('focal', None, 'Focal length in pixels of the images or the video '
+                   '(default: --fov, else the EXIF 35 mm-equivalent focal length of a photo, '
+                   'else a horizontal field of view of 55 degrees).')
+flags.DEFINE_float('fov', None, 'Horizontal field of view in degrees, instead of --focal.')
+flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png, the '
+                    'video\'s <name>.jsonl and <name>.mp4, or (jaxpose.export) the exported '
+                    'models.')
+flags.DEFINE_string('video', None, 'Video file to predict on, frame by frame (instead of '
+                    '--image).')
+flags.DEFINE_string('boxes', None, 'JSON file of person boxes per image or per video frame '
+                    '(jaxpose/boxes.py: its own layout or COCO-style detections); every box '
+                    'is one person.')
+flags.DEFINE_float('min_box_score', 0.5, 'Detections of a --boxes file scoring lower are '
+                   'left out.')
+flags.DEFINE_enum('smoothing', 'one_euro', ['none', 'one_euro'], 'Temporal smoothing of a '
+                  'video\'s 2D and 3D poses (jaxpose/smoothing.py).')
+flags.DEFINE_float('one_euro_min_cutoff', 1.0, 'One-Euro cut-off frequency at rest, Hz '
+                   '(lower: smoother).')
+flags.DEFINE_float('one_euro_beta', 1.0, 'One-Euro cut-off increase per m/s of joint speed, '
+                   'Hz (higher: less lag on fast motion).')
+flags.DEFINE_float('one_euro_d_cutoff', 1.0, 'One-Euro cut-off frequency of the speed, Hz.')
+flags.DEFINE_float('lost_confidence', 0.3, 'A video\'s track is lost when its mean joint '
+                   'confidence falls below this (jaxpose/video.py).')
 
 # A typical phone or compact camera's horizontal field of view, for photos of unknown focal.
 DEFAULT_FOV_DEG = 55.0
@@ -73,7 +102,56 @@ PICTURE_HEIGHT = 480
 
 def default_focal(width: int) -> float:
   """Focal length (px) of a ``DEFAULT_FOV_DEG``° horizontal field of view."""
-  return width / 2 / math.tan(math.radians(DEFAULT_FOV_DEG) / 2)
+  return fov_focal(DEFAULT_FOV_DEG, width)
+
+
+def fov_focal(fov_deg: float, width: int) -> float:
+  """Focal length (px) of a ``fov_deg``° horizontal field of view across ``width`` pixels."""
+  if not (np.isfinite(fov_deg) and 0 < fov_deg < 180):
+    raise ValueError(f'--fov must be a horizontal field of view in degrees, between 0 and '
+                     f'180, got {fov_deg}')
+  return width / 2 / math.tan(math.radians(fov_deg) / 2)
+
+
+def exif_focal(path, size: tuple[int, int]) -> float | None:
+  """The focal length (px) from a photo's EXIF FocalLengthIn35mmFilm, or None without it.
+
+  The 35 mm-equivalent focal length gives the angle of view of a 36 × 24 mm frame, whose
+  diagonal is 43.27 mm (CIPA DC-004, as phones write it): the photo's diagonal in pixels
+  spans the same angle, whatever its aspect ratio and orientation.
+  """
+  try:
+    with Image.open(path) as pil:
+      value = pil.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLengthIn35mmFilm)
+  except (UnidentifiedImageError, OSError, SyntaxError):
+    return None
+  if not value or not np.isfinite(float(value)) or float(value) <= 0:
+    return None  # 0 is EXIF for "unknown"
+  return float(value) / math.hypot(36.0, 24.0) * math.hypot(*size)
+
+
+def camera_intrinsics(size: tuple[int, int], focal: float | None = None,
+                      fov: float | None = None, path=None, name: str = 'the image') -> dict:
+  """The intrinsics of an image of ``size`` (width, height): the principal point at its centre
+  and the focal length from the first of ``focal`` (px), ``fov`` (horizontal degrees), the
+  EXIF of the photo at ``path``, ``DEFAULT_FOV_DEG``; ``focal_source`` says which."""
+  width, height = size
+  if focal is not None and fov is not None:
+    raise ValueError(f'give a focal length or a field of view for {name}, not both')
+  if focal is not None and not (np.isfinite(focal) and focal > 0):
+    raise ValueError(f'focal of {name} must be a positive number of pixels, got {focal}')
+  exif = None if focal is not None or fov is not None or path is None else exif_focal(
+      path, size)
+  if focal is not None:
+    source = 'focal'
+  elif fov is not None:
+    focal, source = fov_focal(fov, width), 'fov'
+  elif exif is not None:
+    focal, source = exif, 'exif'
+  else:
+    focal, source = default_focal(width), 'default'
+  return dict(focal=float(focal), principal=np.array([width / 2, height / 2]),
+              focal_source=source, focal_assumed=source == 'default')
 
 
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
@@ -132,17 +210,33 @@ def person_region(box, image_size: tuple[int, int], name: str) -> tuple[np.ndarr
   return np.array([x + w / 2, y + h / 2]), float(max(w, h) * crops.BOX_PADDING)
 
 
-def cut(image: np.ndarray, centre, side: float, size: int) -> tuple[np.ndarray, np.ndarray]:
-  """``crops.cut``, after a box-filter reduction by the integer part of the shrink factor
-  where it is 2 or more: bilinear sampling alone would alias, and training crops are smooth."""
-  factor = int(side // size)
-  if factor >= 2:
-    small = np.asarray(Image.fromarray(image).reduce(factor))
-    # Reduction maps pixel coordinates u → u / factor exactly (corners at integers).
-    crop, _ = crops.cut(small, np.asarray(centre) / factor, side / factor, size)
-  else:
-    crop, _ = crops.cut(image, centre, side, size)
-  return crop, geometry.crop_matrix(centre, side, size)
+def crop_images(image, centres, sides, size: int):
+  """The squares (``centres`` (N, 2), ``sides`` (N,), pixels) of an (H, W, 3) image at
+  ``size`` × ``size`` pixels, (N, size, size, 3) float32 (jax.numpy).
+
+  Each crop pixel averages the image over a window of the crop pixel's size (at least one
+  image pixel) centred on it, pixels outside the image black: an area average where the
+  crop shrinks (bilinear sampling alone would alias; training crops are smooth) and bilinear
+  interpolation where it enlarges. The crop is axis-aligned, so this is one matrix product
+  per image axis, and the same graph runs in the exported model.
+  """
+  def weights(centre, side, length):
+    """(N, size, length): crop pixel i's share of each image pixel k along one axis."""
+    step = side / size
+    middle = centre[:, None] + (jnp.arange(size, dtype=jnp.float32) + 0.5 - size / 2) * step[
+        :, None]
+    half = jnp.maximum(step, 1.0)[:, None, None] / 2
+    k = jnp.arange(length, dtype=jnp.float32)  # image pixel k covers [k, k + 1)
+    overlap = (jnp.minimum(middle[..., None] + half, k + 1)
+               - jnp.maximum(middle[..., None] - half, k))
+    return jnp.maximum(overlap, 0.0) / (2 * half)
+
+  centres = jnp.asarray(centres, jnp.float32)
+  sides = jnp.asarray(sides, jnp.float32)
+  rows = weights(centres[:, 1], sides, image.shape[0])
+  cols = weights(centres[:, 0], sides, image.shape[1])
+  return jnp.einsum('nih,hwc,njw->nijc', rows, image.astype(jnp.float32), cols,
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 class Predictor:
@@ -174,6 +268,7 @@ class Predictor:
     self.step = int(restored['step'])
     self.variables = {k: restored[k] for k in ('params', 'batch_stats')}
     self._apply = jax.jit(functools.partial(self.model.apply, train=False))
+    self._crop = jax.jit(crop_images, static_argnums=3)
 
   def _restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict:
     """The step, params and batch_stats of the saved train state, on one device.
@@ -193,48 +288,86 @@ class Predictor:
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
         partial_restore=True))).state
 
-  def predict(self, image, box=None, focal: float | None = None) -> dict:
+  def predict(self, image, box=None, focal: float | None = None,
+              fov: float | None = None) -> dict:
     """The pose of the person in ``image`` (a path or an (H, W, 3) uint8 array).
 
     Args:
       image: the photo.
       box: (x, y, w, h) person box in pixels, or None to find the person.
-      focal: the camera's focal length in pixels, or None for ``default_focal``.
+      focal: the camera's focal length in pixels, or None for ``camera_intrinsics``'s
+        choice: ``fov``, else the photo's EXIF, else ``default_focal``.
+      fov: the camera's horizontal field of view in degrees, or None.
 
     Returns:
       A dict (arrays are numpy float64):
         ``joint_names`` (17,); ``pose_3d`` (17, 3) root-relative mm in the camera frame,
         perspective-corrected; ``pose_2d`` (17, 2) pixels of the image: the camera head's
-        projection of the 3D pose; ``root`` (3,) the root's position in the camera frame,
-        mm; ``box`` the person box given, or None; ``crop_box`` (4,) the square the
-        network saw, (x, y, side, side); ``crop_matrix`` (3, 3) image → network input
-        pixels; ``camera``: ``scale`` (px/mm) and ``principal`` (2,) of the
-        weak-perspective camera in image pixels, ``crop_scale`` and ``crop_principal`` in
-        the network's input (``crop_size`` pixels square); ``intrinsics``: ``focal``,
-        ``principal`` (2,) and ``focal_assumed`` (True when ``focal`` was None);
+        projection of the 3D pose; ``confidence`` (17,) the peak of each joint's res5a
+        heatmap (trained towards 1 on a visible joint, 0 elsewhere); ``root`` (3,) the
+        root's position in the camera frame, mm; ``box`` the person box given, or None;
+        ``crop_box`` (4,) the square the network saw, (x, y, side, side); ``crop_matrix``
+        (3, 3) image → network input pixels; ``camera``: ``scale`` (px/mm) and
+        ``principal`` (2,) of the weak-perspective camera in image pixels, ``crop_scale``
+        and ``crop_principal`` in the network's input (``crop_size`` pixels square);
+        ``intrinsics``: ``focal``, ``principal`` (2,), ``focal_source`` ('focal', 'fov',
+        'exif' or 'default') and ``focal_assumed`` (True for 'default');
         ``image_size`` (width, height).
     """
-    return self.predict_many([image], [box], focal)[0]
+    return self.predict_many([image], [box], focal, fov)[0]
 
   def predict_many(self, images: Sequence, boxes: Sequence | None = None,
-                   focal: float | Sequence[float | None] | None = None) -> list[dict]:
-    """``predict`` for many images, batched; ``boxes`` and ``focal`` may be one per image
-    (None entries: find the person / default focal) or None for all."""
+                   focal: float | Sequence[float | None] | None = None,
+                   fov: float | Sequence[float | None] | None = None) -> list[dict]:
+    """``predict`` for many images, batched; ``boxes``, ``focal`` and ``fov`` may be one per
+    image (None entries: find the person / ``camera_intrinsics``'s choice) or None for all."""
     n = len(images)
     boxes = [None] * n if boxes is None else list(boxes)
+    if len(boxes) != n:
+      raise ValueError(f'got {n} images and {len(boxes)} boxes; give one box per image, or '
+                       f'None')
+    arrays, intrinsics = self._load(images, focal, fov)
+    return self._predict(arrays, boxes, intrinsics)
+
+  def predict_people(self, images: Sequence, boxes: Sequence[Sequence],
+                     focal: float | Sequence[float | None] | None = None,
+                     fov: float | Sequence[float | None] | None = None) -> list[list[dict]]:
+    """The pose of every person of each image, one per box of ``boxes[i]`` (a sequence of
+    (x, y, w, h)), all batched together; ``focal`` and ``fov`` as in ``predict_many``."""
+    if len(boxes) != len(images):
+      raise ValueError(f'got {len(images)} images and {len(boxes)} lists of boxes; give one '
+                       f'list per image')
+    arrays, intrinsics = self._load(images, focal, fov)
+    owner = [i for i, image_boxes in enumerate(boxes) for _ in image_boxes]
+    flat = self._predict([arrays[i] for i in owner], [b for bs in boxes for b in bs],
+                         [intrinsics[i] for i in owner])
+    people = [[] for _ in images]
+    for i, prediction in zip(owner, flat):
+      people[i].append(prediction)
+    return people
+
+  def _load(self, images: Sequence, focal, fov) -> tuple[list[tuple[np.ndarray, str]], list]:
+    """The images as (array, name) and their ``camera_intrinsics``."""
+    n = len(images)
     focals = [focal] * n if focal is None or np.ndim(focal) == 0 else list(focal)
-    if len(boxes) != n or len(focals) != n:
-      raise ValueError(f'got {n} images, {len(boxes)} boxes and {len(focals)} focal lengths; '
-                       f'give one box and one focal per image, or None')
-    loaded = [load_image(image) for image in images]
-    regions, intrinsics = [], []
-    for (array, name), box, f in zip(loaded, boxes, focals):
+    fovs = [fov] * n if fov is None or np.ndim(fov) == 0 else list(fov)
+    if len(focals) != n or len(fovs) != n:
+      raise ValueError(f'got {n} images, {len(focals)} focal lengths and {len(fovs)} fields '
+                       f'of view; give one per image, or None')
+    arrays, intrinsics = [], []
+    for image, f, v in zip(images, focals, fovs):
+      array, name = load_image(image)
+      path = image if isinstance(image, (str, os.PathLike)) else None
+      arrays.append((array, name))
+      intrinsics.append(camera_intrinsics((array.shape[1], array.shape[0]), f, v, path, name))
+    return arrays, intrinsics
+
+  def _predict(self, loaded: list[tuple[np.ndarray, str]], boxes: list,
+               intrinsics: list[dict]) -> list[dict]:
+    """One person per (image, box, intrinsics); a None box: find the person."""
+    regions = []
+    for (array, name), box in zip(loaded, boxes):
       height, width = array.shape[:2]
-      if f is not None and not (np.isfinite(f) and f > 0):
-        raise ValueError(f'focal of {name} must be a positive number of pixels, got {f}')
-      intrinsics.append(dict(focal=float(default_focal(width) if f is None else f),
-                             principal=np.array([width / 2, height / 2]),
-                             focal_assumed=f is None))
       regions.append(person_region(box, (width, height), name) if box is not None
                      else (np.array([width / 2, height / 2]), float(max(width, height))))
     outputs = self._run([array for array, _ in loaded], regions)
@@ -245,28 +378,28 @@ class Predictor:
                for i in second]
       for i, out in zip(second, self._run([loaded[i][0] for i in second], tight)):
         outputs[i] = out
-    results = []
-    for (array, _), box, out, k in zip(loaded, boxes, outputs, intrinsics):
-      results.append(self._finish(out, k, box, array.shape))
-    return results
+    return [self._finish(out, k, box, array.shape)
+            for (array, _), box, out, k in zip(loaded, boxes, outputs, intrinsics)]
 
   def _run(self, images: list[np.ndarray], regions: list) -> list[dict]:
     """The network on each image's (centre, side) square; outputs in image pixels."""
     size = self.input_size
-    cuts = [cut(image, centre, side, size) for image, (centre, side) in zip(images, regions)]
+    cuts = [self._crop(image, np.asarray(centre)[None], np.asarray([side]), size)[0]
+            for image, (centre, side) in zip(images, regions)]
     rows = []
     for start in range(0, len(cuts), BATCH):
-      chunk = np.stack([crop for crop, _ in cuts[start:start + BATCH]])
-      batch = np.concatenate([chunk, np.zeros((BATCH - len(chunk),) + chunk.shape[1:],
-                                              chunk.dtype)])
+      chunk = jnp.stack(cuts[start:start + BATCH])
+      batch = jnp.concatenate([chunk, jnp.zeros((BATCH - len(chunk),) + chunk.shape[1:],
+                                                chunk.dtype)])
       out = jax.device_get(self._apply(self.variables, batch))
       rows += [jax.tree.map(lambda x, i=i: np.asarray(x[i], np.float64), out)
                for i in range(len(chunk))]
     results = []
-    for (_, matrix), (centre, side), out in zip(cuts, regions, rows):
-      inverse = np.linalg.inv(matrix)
+    for (centre, side), out in zip(regions, rows):
+      matrix = geometry.crop_matrix(centre, side, size)
       results.append(dict(
-          pose_3d_crop=out['pose_3d'], pose_2d=geometry.apply_affine(inverse, out['pose_2d']),
+          pose_3d_crop=out['pose_3d'], pose_2d=from_crop(matrix, out['pose_2d']),
+          confidence=out['heatmaps'][-1].max(axis=(0, 1)),
           crop_scale=float(out['camera']['scale']), crop_principal=out['camera']['principal'],
           matrix=matrix, centre=np.asarray(centre, np.float64), side=float(side)))
     return results
@@ -282,6 +415,7 @@ class Predictor:
         joint_names=skeleton.JOINT_NAMES,
         pose_3d=pose,
         pose_2d=out['pose_2d'],
+        confidence=out['confidence'],
         root=root,
         box=None if box is None else np.asarray(box, np.float64).reshape(4),
         crop_box=np.array([*(out['centre'] - half), out['side'], out['side']]),
@@ -294,38 +428,56 @@ class Predictor:
     )
 
 
-def to_camera(pose_3d_crop, crop_scale: float, crop_principal, matrix, focal: float,
-              principal, input_size: int, virtual_camera: bool = True):
-  """The network's outputs for one crop → the camera frame (module docstring).
+def from_crop(matrix, points):
+  """(..., J, 2) crop pixels → image pixels, for (..., 3, 3) scale-and-translate crop
+  matrices (numpy or jax.numpy; no matrix inverse, which TensorFlow cannot run from JAX)."""
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  scale = xp.stack([matrix[..., 0, 0], matrix[..., 1, 1]], axis=-1)
+  return (points - matrix[..., None, :2, 2]) / scale[..., None, :]
+
+
+def to_camera(pose_3d_crop, crop_scale, crop_principal, matrix, focal, principal,
+              input_size: int, virtual_camera: bool = True):
+  """The network's outputs for crops → the camera frame (module docstring); numpy or
+  jax.numpy (by the type of ``matrix``), over any leading batch axes (shown as ...).
 
   Args:
-    pose_3d_crop: (J, 3) root-relative pose as predicted (the crop's virtual camera frame
-      when ``virtual_camera``, the camera frame otherwise).
-    crop_scale, crop_principal: the weak-perspective camera in the crop (px/mm, (2,) px).
-    matrix: (3, 3) image → crop pixels. focal: the image's focal length, px.
-    principal: (2,) the image's principal point, px. input_size: the crop's side, px.
+    pose_3d_crop: (..., J, 3) root-relative pose as predicted (the crop's virtual camera
+      frame when ``virtual_camera``, the camera frame otherwise).
+    crop_scale, crop_principal: (...) and (..., 2) the weak-perspective camera in the crop
+      (px/mm, px).
+    matrix: (..., 3, 3) image → crop pixels. focal: (...) the image's focal length, px.
+    principal: (..., 2) the image's principal point, px. input_size: the crop's side, px.
     virtual_camera: the checkpoint's ``config.data.virtual_camera``.
 
   Returns:
-    (J, 3) root-relative pose in the camera frame, (3,) the root's position in it (mm),
-    and (2,) the root's pixel in the image.
+    (..., J, 3) root-relative pose in the camera frame, (..., 3) the root's position in it
+    (mm), and (..., 2) the root's pixel in the image.
   """
-  focal = np.full(2, focal, np.float64)
-  principal = np.asarray(principal, np.float64)
-  crop_focal, crop_principal_point = geometry.transform_intrinsics(matrix, focal, principal)
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  dtype = matrix.dtype
+  focal = xp.asarray(focal, dtype)[..., None] * xp.ones(2, dtype)
+  principal = xp.asarray(principal, dtype)
+  # The crop is scale-and-translate: its focal scales, its principal point maps.
+  crop_focal = focal * matrix[..., 0, 0, None]
+  crop_principal_point = geometry.apply_affine(matrix, principal[..., None, :])[..., 0, :]
+  pose = xp.asarray(pose_3d_crop, dtype)
   if virtual_camera:
-    rotation = geometry.virtual_camera_rotation(crop_focal[None], crop_principal_point[None],
-                                                np.ones(1, bool), input_size)[0]
+    batch = crop_focal.reshape(-1, 2)
+    rotation = geometry.virtual_camera_rotation(
+        batch, crop_principal_point.reshape(-1, 2), xp.ones(batch.shape[:1], bool),
+        input_size).reshape(matrix.shape)
+    pose = geometry.correct_perspective(pose, rotation)
   else:
-    rotation = np.eye(3)
-  pose = geometry.correct_perspective(np.asarray(pose_3d_crop, np.float64), rotation)
-  root_pixel = geometry.apply_affine(np.linalg.inv(matrix),
-                                     np.asarray(crop_principal, np.float64)[None])[0]
+    rotation = xp.broadcast_to(xp.eye(3, dtype=dtype), matrix.shape)
+  root_pixel = from_crop(matrix, xp.asarray(crop_principal, dtype)[..., None, :])[..., 0, :]
   # The scale is f / Z with Z the root's depth along the frame the network predicts in
   # (the virtual camera's axis); the root is on the ray through its pixel.
-  depth = geometry.unproject_depth(crop_scale, crop_focal[0])
-  ray = np.append((root_pixel - principal) / focal, 1.0)
-  return pose, ray * depth / (rotation[2] @ ray), root_pixel
+  depth = geometry.unproject_depth(xp.asarray(crop_scale, dtype), crop_focal[..., 0])
+  ray = xp.concatenate([(root_pixel - principal) / focal, xp.ones_like(depth)[..., None]],
+                       axis=-1)
+  along = (rotation[..., 2, :] * ray).sum(-1)
+  return pose, ray * (depth / along)[..., None], root_pixel
 
 
 def to_json(prediction: dict) -> dict:
@@ -344,32 +496,46 @@ def to_json(prediction: dict) -> dict:
   return out
 
 
-def prediction_picture(image: np.ndarray, prediction: dict,
+def prediction_picture(image: np.ndarray, prediction: dict | Sequence[dict],
                        height: int = PICTURE_HEIGHT) -> np.ndarray:
-  """The photo at ``height`` px with the 2D skeleton and the crop outlined, beside the 3D
-  skeleton from the front and the side (``visualize.skeleton_3d_views``, height × height
-  each). Returns (height, round(width × height / H) + 2 × height, 3) uint8."""
+  """The photo at ``height`` px with the 2D skeletons and the crops outlined, beside the 3D
+  skeletons from the front and the side (``visualize.skeleton_3d_views``, height × height
+  each): one person root-relative, several (a list of predictions) at their absolute
+  positions. Returns (height, round(width × height / H) + 2 × height, 3) uint8."""
+  people = [prediction] if isinstance(prediction, dict) else list(prediction)
   image = np.asarray(image)
   zoom = height / image.shape[0]
   width = max(1, round(image.shape[1] * zoom))
   photo = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
   line = max(1, height // 160)
-  photo = visualize.draw_skeleton_2d(photo, prediction['pose_2d'] * zoom, width=2 * line,
-                                     joint_radius=1.5 * line, outline=line)
+  for person in people:
+    photo = visualize.draw_skeleton_2d(photo, person['pose_2d'] * zoom, width=2 * line,
+                                       joint_radius=1.5 * line, outline=line)
   pil = Image.fromarray(photo)
-  x, y, w, h = np.asarray(prediction['crop_box']) * zoom
-  ImageDraw.Draw(pil).rectangle((x, y, x + w, y + h), outline=(255, 255, 255), width=line)
-  views = visualize.skeleton_3d_views(prediction['pose_3d'], size=height)
+  for person in people:
+    x, y, w, h = np.asarray(person['crop_box']) * zoom
+    ImageDraw.Draw(pil).rectangle((x, y, x + w, y + h), outline=(255, 255, 255), width=line)
+  if len(people) == 1:
+    views = visualize.skeleton_3d_views(people[0]['pose_3d'], size=height)
+  elif people:
+    views = visualize.skeleton_3d_views(
+        np.stack([p['pose_3d'] + p['root'] for p in people]), size=height)
+  else:
+    views = np.full((height, 2 * height, 3), 255, np.uint8)
   return np.concatenate([np.asarray(pil), views], axis=1)
 
 
-def write(prediction: dict, image: np.ndarray, out_dir: str, name: str,
+def write(prediction: dict | Sequence[dict], image: np.ndarray, out_dir: str, name: str,
           extra: dict | None = None) -> tuple[str, str]:
-  """Writes ``out_dir/<name>.json`` (``to_json`` + ``extra``) and ``<name>.png``
-  (``prediction_picture``); returns their paths."""
+  """Writes ``out_dir/<name>.json`` (``to_json`` + ``extra``; for a list of predictions,
+  ``{"people": [to_json, ...]}`` + ``extra``) and ``<name>.png`` (``prediction_picture``);
+  returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, name)
-  data = {**to_json(prediction), **(extra or {})}
+  if isinstance(prediction, dict):
+    data = {**to_json(prediction), **(extra or {})}
+  else:
+    data = {'people': [to_json(p) for p in prediction], **(extra or {})}
   # One line per key: readable, yet a pose stays one line instead of 68.
   with open(stem + '.json', 'w') as f:
     f.write('{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
@@ -391,22 +557,53 @@ def output_names(paths: Sequence[str]) -> list[str]:
 def main(argv):
   del argv
   fl = flags.FLAGS
+  if bool(fl.image) == bool(fl.video):
+    raise ValueError('give --image (one or more photos) or --video, one of the two')
+  if fl.bbox and fl.boxes:
+    raise ValueError('give --bbox or --boxes, not both')
+  if fl.focal is not None and fl.fov is not None:
+    raise ValueError('give --focal or --fov, not both')
+  table = None if fl.boxes is None else box_files.load(fl.boxes, fl.min_box_score)
+  if fl.video:
+    from jaxpose import video  # pylint: disable=g-import-not-at-top  (it imports this module)
+    # Checked before the (slower) restore, so that a bad file fails at once.
+    video.open_video(fl.video)[0].release()
+    frame_boxes = None if table is None else box_files.for_frames(table, fl.boxes)
+    params = None if fl.smoothing == 'none' else smoothing.OneEuroParams(
+        fl.one_euro_min_cutoff, fl.one_euro_beta, fl.one_euro_d_cutoff)
+    predictor = Predictor(fl.workdir, fl.step, fl.config)
+    summary = video.predict_video(
+        predictor, fl.video, fl.out, boxes=frame_boxes, focal=fl.focal, fov=fl.fov,
+        smoothing_params=params, lost_confidence=fl.lost_confidence,
+        extra=dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir), step=predictor.step)))
+    print(f'{fl.video}: wrote {summary["jsonl"]} and {summary["video"]}: '
+          f'{summary["frames"]} frames at {summary["frames_per_second"]:.1f} frames/s, '
+          f'{summary["skipped"]} skipped (undecodable), {summary["lost"]} tracks lost')
+    return
   paths = fl.image
   boxes = [parse_box(b) for b in fl.bbox or []]
   if boxes and len(boxes) != len(paths):
     raise ValueError(f'--bbox given {len(boxes)} times for {len(paths)} --image; give one '
                      f'box per image, in the same order, or none')
+  people = None if table is None else box_files.for_images(table, paths, fl.boxes)
   # Read before the (slower) restore, so that a bad file fails at once.
   images = [load_image(path)[0] for path in paths]
   predictor = Predictor(fl.workdir, fl.step, fl.config)
-  predictions = predictor.predict_many(paths, boxes or None, fl.focal)
+  if people is None:
+    predictions = predictor.predict_many(paths, boxes or None, fl.focal, fl.fov)
+  else:
+    predictions = predictor.predict_people(paths, people, fl.focal, fl.fov)
   checkpoint_info = dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir),
                                          step=predictor.step))
   for path, image, name, prediction in zip(paths, images, output_names(paths), predictions):
     files = write(prediction, image, fl.out, name,
                   dict(image=os.path.abspath(path), **checkpoint_info))
-    print(f'{path}: wrote {" and ".join(files)}')
+    count = '' if people is None else f' ({len(prediction)} people)'
+    print(f'{path}: wrote {" and ".join(files)}{count}')
 
 
 if __name__ == '__main__':
-  cli.run(main, required=('workdir', 'image', 'out'))
+  # jaxpose.video imports this module by name: give it this copy, whose flags are defined,
+  # rather than a second one that would define them again.
+  sys.modules.setdefault('jaxpose.predict', sys.modules[__name__])
+  cli.run(main, required=('workdir', 'out'))

@@ -97,7 +97,8 @@ def skeleton_3d_views(pose_3d: np.ndarray, *, size: int = 320,
   Bones are coloured as in ``draw_skeleton_2d`` (``SIDE_COLOURS`` of the child joint).
 
   Args:
-    pose_3d: (17, 3) joints in the camera frame (x right, y down, z forward), any unit.
+    pose_3d: (17, 3) joints in the camera frame (x right, y down, z forward), any unit;
+      or (P, 17, 3) for several skeletons in one scene.
     size: side of each square view in pixels.
     views: (title, elevation, azimuth) per view, in degrees (see ``FRONT_AND_SIDE``).
 
@@ -109,15 +110,17 @@ def skeleton_3d_views(pose_3d: np.ndarray, *, size: int = 320,
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   joints = np.asarray(pose_3d, np.float64)
-  if joints.shape != (skeleton.NUM_JOINTS, 3):
-    raise ValueError(f'pose_3d must have shape ({skeleton.NUM_JOINTS}, 3), got {joints.shape}')
+  if joints.shape[-2:] != (skeleton.NUM_JOINTS, 3) or joints.ndim not in (2, 3):
+    raise ValueError(f'pose_3d must have shape ({skeleton.NUM_JOINTS}, 3) or (P, '
+                     f'{skeleton.NUM_JOINTS}, 3), got {joints.shape}')
   if not np.all(np.isfinite(joints)):
     raise ValueError('pose_3d has non-finite values')
   if size < 32:
     raise ValueError(f'size must be >= 32 pixels, got {size}')
   if not views:
     raise ValueError('views is empty')
-  points = joints[:, [0, 2, 1]] * [1.0, 1.0, -1.0]
+  people = joints.reshape(-1, skeleton.NUM_JOINTS, 3)[..., [0, 2, 1]] * [1.0, 1.0, -1.0]
+  points = people.reshape(-1, 3)
   centre = (points.min(0) + points.max(0)) / 2
   half = max(float(np.ptp(points, axis=0).max()) / 2 * 1.1, 1e-6)
   dpi = 100
@@ -127,11 +130,12 @@ def skeleton_3d_views(pose_3d: np.ndarray, *, size: int = 320,
     ax = figure.add_subplot(1, len(views), i + 1, projection='3d')
     ax.set_proj_type('ortho')
     ax.view_init(elev=elevation, azim=azimuth)
-    for parent, child in skeleton.BONES:
-      colour = np.array(SIDE_COLOURS[int(skeleton.SIDE[child])]) / 255
-      ax.plot(*points[[parent, child]].T, color=colour, linewidth=2.5)
-    ax.scatter(*points.T, c=[np.array(SIDE_COLOURS[int(s)]) / 255 for s in skeleton.SIDE],
-               s=10, depthshade=False)
+    for person in people:
+      for parent, child in skeleton.BONES:
+        colour = np.array(SIDE_COLOURS[int(skeleton.SIDE[child])]) / 255
+        ax.plot(*person[[parent, child]].T, color=colour, linewidth=2.5)
+      ax.scatter(*person.T, c=[np.array(SIDE_COLOURS[int(s)]) / 255 for s in skeleton.SIDE],
+                 s=10, depthshade=False)
     for axis, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
       axis(c - half, c + half)
     ax.set_box_aspect((1, 1, 1), zoom=1.35)

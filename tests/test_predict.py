@@ -69,8 +69,10 @@ def _check(prediction, width, height):
   assert prediction['image_size'] == (width, height)
   pose_3d, pose_2d, root = prediction['pose_3d'], prediction['pose_2d'], prediction['root']
   assert pose_3d.shape == (J, 3) and pose_2d.shape == (J, 2) and root.shape == (3,)
-  for value in (pose_3d, pose_2d, root, prediction['crop_box'], prediction['crop_matrix'],
-                *prediction['camera'].values(), *prediction['intrinsics'].values()):
+  assert prediction['confidence'].shape == (J,)
+  for value in (pose_3d, pose_2d, root, prediction['confidence'], prediction['crop_box'], prediction['crop_matrix'],
+                *prediction['camera'].values(), prediction['intrinsics']['focal'],
+                prediction['intrinsics']['principal']):
     assert np.all(np.isfinite(value))
   np.testing.assert_allclose(pose_3d[skeleton.ROOT], 0.0, atol=1e-3)
   # Near the image: an untrained network's 2D stays inside its crop, which overlaps it.
@@ -133,6 +135,7 @@ def test_real_photos_with_and_without_a_box(predictor, real_fixtures):
     np.testing.assert_allclose(prediction['crop_box'],
                                [x + w / 2 - side / 2, y + h / 2 - side / 2, side, side])
     assert prediction['intrinsics']['focal_assumed'] == (focal is None)
+    assert prediction['intrinsics']['focal_source'] == ('default' if focal is None else 'focal')
     if focal is not None:
       assert prediction['intrinsics']['focal'] == focal
   for path, prediction in zip(paths[::3], without):
@@ -167,12 +170,12 @@ def test_command_line_writes_json_and_picture(real_fixtures, tmp_path):
   for path in (first, second):
     width, height = Image.open(path).size
     data = json.loads((tmp_path / f'{path.stem}.json').read_text())
-    assert set(data) == {'joint_names', 'pose_3d', 'pose_2d', 'root', 'box', 'crop_box',
-                         'crop_matrix', 'camera', 'intrinsics', 'image_size', 'units',
-                         'image', 'checkpoint'}
+    assert set(data) == {'joint_names', 'pose_3d', 'pose_2d', 'confidence', 'root', 'box',
+                         'crop_box', 'crop_matrix', 'camera', 'intrinsics', 'image_size',
+                         'units', 'image', 'checkpoint'}
     assert data['image'] == str(path) and data['checkpoint']['step'] == 2
     assert data['intrinsics'] == {'focal': 1000.0, 'principal': [width / 2, height / 2],
-                                  'focal_assumed': False}
+                                  'focal_source': 'focal', 'focal_assumed': False}
     assert np.all(np.isfinite(data['pose_3d'])) and np.shape(data['pose_3d']) == (J, 3)
     picture = Image.open(tmp_path / f'{path.stem}.png')
     h = predict.PICTURE_HEIGHT

@@ -1,0 +1,185 @@
+"""A checkpoint as models that run without jaxpose: a jax.export artefact and a SavedModel.
+
+  python -m jaxpose.export --workdir=DIR [--step=N] --out=OUT
+
+writes
+
+* ``OUT/crops.jax_export``: the network on crops, serialized with ``jax.export`` (StableHLO,
+  the weights inside) for a symbolic batch size: ``jax.export.deserialize(bytes).call(crops)``
+  with (B, S, S, 3) uint8 crops returns ``crop_outputs``'s dict. It needs jax (and jaxlib)
+  only, of this version or newer.
+* ``OUT/saved_model/``: a TensorFlow SavedModel made with ``jax2tf`` (the StableHLO
+  embedded in ``XlaCallModule`` ops; orbax-export would need a newer jax than the one
+  pinned), which TensorFlow alone (2.21 or newer) loads and runs, with two signatures:
+
+  - ``crops``: ``crops`` (B, S, S, 3) uint8 → ``crop_outputs``: root-relative 3D in mm in
+    each crop's virtual camera, 2D and the weak-perspective camera in crop pixels, and the
+    joints' confidence;
+  - ``image`` (the default, ``serving_default``): ``image`` (H, W, 3) uint8, ``boxes``
+    (N, 4) float32 person boxes (x, y, w, h) and ``focal`` () float32, px (principal point
+    at the image centre) → what ``Predictor.predict`` returns for each box, batched: crop,
+    network, perspective correction and the mapping back into the image are in the graph
+    (geometry in float64, as the Predictor's).
+
+``OUT/export.json`` records the checkpoint, the input size and the signatures.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from jaxpose import cli
+from jaxpose import predict
+from jaxpose import skeleton
+from jaxpose.data import crops as crop_boxes
+
+# --out is predict's flag (importing it defines it): the folder for the artefacts.
+
+# Where the artefacts run: lowered for each, whatever machine exports them.
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+JAX_EXPORT = 'crops.jax_export'
+SAVED_MODEL = 'saved_model'
+
+
+def crop_outputs(predictor: predict.Predictor):
+  """(variables, ``crops`` (B, S, S, 3) uint8) → dict of float32: ``pose_3d`` (B, J, 3)
+  mm, ``pose_2d`` (B, J, 2) crop px, ``camera_scale`` (B,) px/mm, ``camera_principal``
+  (B, 2) px, ``confidence`` (B, J)."""
+  def run(variables, crops):
+    out = predictor.model.apply(variables, crops, train=False)
+    return dict(pose_3d=out['pose_3d'], pose_2d=out['pose_2d'],
+                camera_scale=out['camera']['scale'],
+                camera_principal=out['camera']['principal'],
+                confidence=out['heatmaps'][:, -1].max(axis=(1, 2)))
+  return run
+
+
+def image_outputs(predictor: predict.Predictor):
+  """(variables, ``image`` (H, W, 3) uint8, ``boxes`` (N, 4), ``focal`` ()) →
+  ``Predictor.predict``'s
+  arrays for each box, stacked: ``pose_3d``, ``pose_2d``, ``confidence``, ``root``,
+  ``crop_box``, ``crop_matrix``, ``camera_scale``, ``camera_principal``, ``crop_scale``,
+  ``crop_principal``. The network runs in float32, the geometry in float64 (trace with
+  ``jax.enable_x64``)."""
+  size = predictor.input_size
+  network = crop_outputs(predictor)
+
+  def run(variables, image, boxes, focal):
+    boxes = boxes.astype(jnp.float64)
+    # predict.person_region, for a batch of boxes.
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    sides = boxes[:, 2:].max(axis=1) * crop_boxes.BOX_PADDING
+    out = network(variables, predict.crop_images(image, centres, sides, size))
+    out = jax.tree.map(lambda x: x.astype(jnp.float64), out)
+    # geometry.crop_matrix, for a batch of squares.
+    scale = size / sides
+    zero, one = jnp.zeros_like(scale), jnp.ones_like(scale)
+    matrix = jnp.stack([
+        jnp.stack([scale, zero, size / 2 - scale * centres[:, 0]], -1),
+        jnp.stack([zero, scale, size / 2 - scale * centres[:, 1]], -1),
+        jnp.stack([zero, zero, one], -1)], axis=-2)
+    height, width = image.shape[0], image.shape[1]
+    principal = jnp.stack([width / 2, height / 2]).astype(jnp.float64)
+    focal = jnp.broadcast_to(focal.astype(jnp.float64), scale.shape)
+    pose, root, root_pixel = predict.to_camera(
+        out['pose_3d'], out['camera_scale'], out['camera_principal'], matrix, focal,
+        jnp.broadcast_to(principal, centres.shape), size,
+        predictor.config.data.virtual_camera)
+    return dict(
+        pose_3d=pose,
+        pose_2d=predict.from_crop(matrix, out['pose_2d']),
+        confidence=out['confidence'],
+        root=root,
+        crop_box=jnp.concatenate([centres - sides[:, None] / 2, sides[:, None],
+                                  sides[:, None]], axis=-1),
+        crop_matrix=matrix,
+        camera_scale=out['camera_scale'] / scale,
+        camera_principal=root_pixel,
+        crop_scale=out['camera_scale'],
+        crop_principal=out['camera_principal'])
+  return run
+
+
+def export_crops(predictor: predict.Predictor) -> jax.export.Exported:
+  """``crop_outputs`` with the checkpoint's weights, exported for a symbolic batch size."""
+  size = predictor.input_size
+  batch, = jax.export.symbolic_shape('b')
+  return jax.export.export(jax.jit(functools.partial(crop_outputs(predictor),
+                                                     predictor.variables)),
+                           platforms=PLATFORMS)(
+      jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
+
+
+def saved_model(predictor: predict.Predictor, directory: str) -> None:
+  """Writes the SavedModel of the module docstring to ``directory``."""
+  # Imported here: only this needs TensorFlow's side of the bridge.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+
+  size = predictor.input_size
+  module = tf.Module()
+  # The weights are variables of the SavedModel, stored once for both signatures.
+  module.weights = tf.nest.map_structure(tf.Variable, jax.device_get(predictor.variables))
+  crops_tf = jax2tf.convert(crop_outputs(predictor), with_gradient=False,
+                            polymorphic_shapes=[None, '(b, _, _, _)'],
+                            native_serialization_platforms=PLATFORMS)
+  image_tf = jax2tf.convert(image_outputs(predictor), with_gradient=False,
+                            polymorphic_shapes=[None, '(h, w, _)', '(n, _)', '()'],
+                            native_serialization_platforms=PLATFORMS)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec((None, size, size, 3), tf.uint8, name='crops')])
+  def crops(images):
+    return crops_tf(module.weights, images)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec((None, None, 3), tf.uint8, name='image'),
+      tf.TensorSpec((None, 4), tf.float32, name='boxes'),
+      tf.TensorSpec((), tf.float32, name='focal')])
+  def image(image, boxes, focal):
+    return image_tf(module.weights, image, boxes, focal)
+
+  module.crops, module.image = crops, image
+  signatures = {'crops': crops.get_concrete_function()}
+  # Traced (and saved, which traces again) with 64-bit floats on, for the geometry of
+  # image_outputs; the network's float32 is explicit, so crops' graph is the same either way.
+  with jax.enable_x64(True):
+    signatures['image'] = signatures['serving_default'] = image.get_concrete_function()
+    tf.saved_model.save(module, directory, signatures=signatures)
+
+
+def export(predictor: predict.Predictor, out_dir: str) -> dict:
+  """Writes the artefacts of the module docstring; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = dict(jax_export=os.path.join(out_dir, JAX_EXPORT),
+               saved_model=os.path.join(out_dir, SAVED_MODEL),
+               info=os.path.join(out_dir, 'export.json'))
+  with open(paths['jax_export'], 'wb') as f:
+    f.write(export_crops(predictor).serialize())
+  saved_model(predictor, paths['saved_model'])
+  with open(paths['info'], 'w') as f:
+    json.dump(dict(step=predictor.step, input_size=predictor.input_size,
+                   joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
+                   signatures=dict(crops='crops (B, S, S, 3) uint8',
+                                   image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
+                                         'w, h px, focal () float32 px')), f, indent=1)
+  return paths
+
+
+def main(argv):
+  del argv
+  fl = flags.FLAGS
+  predictor = predict.Predictor(fl.workdir, fl.step, fl.config)
+  paths = export(predictor, fl.out)
+  print(f'step {predictor.step}: wrote {paths["jax_export"]} and {paths["saved_model"]}')
+
+
+if __name__ == '__main__':
+  cli.run(main, required=('workdir', 'out'))

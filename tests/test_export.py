@@ -1,0 +1,105 @@
+"""The exported models, run without jaxpose: the SavedModel by TensorFlow alone in a
+separate process, the jax.export artefact deserialised, both against the Predictor on the
+real photos of ../shared/fixtures/real."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from jaxpose import export
+from jaxpose import predict
+from test_predict import _real_photos
+from test_predict import trained_smoke_workdir
+
+# Runs in a fresh interpreter: TensorFlow and numpy only.
+_TENSORFLOW_ONLY = r'''
+import sys
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+inputs = np.load(sys.argv[2])
+out = {}
+crops = model.signatures['crops'](crops=tf.constant(inputs['crops']))
+out.update({'crops/' + k: v.numpy() for k, v in crops.items()})
+for i in range(int(inputs['count'])):
+  result = model.signatures['serving_default'](
+      image=tf.constant(inputs[f'image_{i}']), boxes=tf.constant(inputs[f'boxes_{i}']),
+      focal=tf.constant(inputs[f'focal_{i}']))
+  out.update({f'image_{i}/' + k: v.numpy() for k, v in result.items()})
+# TensorFlow imports jax's version module where jax is installed; jaxpose stays out.
+assert not any(m.split('.')[0] in ('jaxpose', 'flax') for m in sys.modules)
+np.savez(sys.argv[3], **out)
+'''
+
+# What both signatures and Predictor.predict share, by the export's names.
+_IMAGE_KEYS = {'pose_3d': 'pose_3d', 'pose_2d': 'pose_2d', 'confidence': 'confidence',
+               'root': 'root', 'crop_box': 'crop_box', 'crop_matrix': 'crop_matrix',
+               'camera_scale': ('camera', 'scale'), 'camera_principal': ('camera', 'principal'),
+               'crop_scale': ('camera', 'crop_scale'),
+               'crop_principal': ('camera', 'crop_principal')}
+
+
+def _get(prediction, key):
+  return (prediction[key[0]][key[1]] if isinstance(key, tuple) else prediction[key])
+
+
+def test_exports_equal_the_predictor(real_fixtures, tmp_path):
+  workdir = trained_smoke_workdir()
+  flags.FLAGS(['export', f'--workdir={workdir}', f'--out={tmp_path / "export"}'])
+  try:
+    export.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+  info = json.loads((tmp_path / 'export' / 'export.json').read_text())
+  assert info['step'] == 2
+
+  predictor = predict.Predictor(workdir)
+  photos = _real_photos(real_fixtures)
+  paths, boxes, focals = zip(*photos)
+  # The signature's boxes are float32: the Predictor gets the same numbers.
+  boxes = [np.float32(box).astype(np.float64) for box in boxes]
+  predictions = predictor.predict_many(paths, boxes, focals)
+  size = predictor.input_size
+  images = [np.asarray(Image.open(path).convert('RGB')) for path in paths]
+  crops = np.concatenate([np.asarray(predict.crop_images(
+      image, [p['crop_box'][:2] + p['crop_box'][2] / 2], [p['crop_box'][2]], size))
+      for image, p in zip(images, predictions)])
+  crops = np.round(crops).astype(np.uint8)
+  inputs = dict(crops=crops, count=len(images))
+  for i, (image, box, p) in enumerate(zip(images, boxes, predictions)):
+    # Two boxes per photo: the annotated one and the same moved, in one call.
+    inputs.update({f'image_{i}': image, f'focal_{i}': np.float32(p['intrinsics']['focal']),
+                   f'boxes_{i}': np.float32([box, np.add(box, [20, -10, 0, 0])])})
+  np.savez(tmp_path / 'inputs.npz', **inputs)
+  run = subprocess.run([sys.executable, '-c', _TENSORFLOW_ONLY, str(tmp_path / 'export' /
+                        'saved_model'), str(tmp_path / 'inputs.npz'), str(tmp_path / 'tf.npz')],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
+  got = np.load(tmp_path / 'tf.npz')
+
+  differences = {}
+  moved = predictor.predict_many(
+      paths, [np.float32(np.add(b, [20, -10, 0, 0])).astype(np.float64) for b in boxes], focals)
+  for i, pair in enumerate(zip(predictions, moved)):
+    for j, prediction in enumerate(pair):
+      for name, key in _IMAGE_KEYS.items():
+        difference = np.abs(got[f'image_{i}/{name}'][j] - _get(prediction, key)).max()
+        differences[name] = max(differences.get(name, 0.0), difference)
+  print('SavedModel image signature vs Predictor, max |difference|:', differences)
+  assert all(d < 1e-3 for d in differences.values()), differences
+
+  # The crop signature and the jax.export artefact against the network itself.
+  network = jax.device_get(export.crop_outputs(predictor)(predictor.variables, crops))
+  exported = jax.export.deserialize((tmp_path / 'export' / export.JAX_EXPORT).read_bytes())
+  from_jax = jax.device_get(exported.call(crops))
+  for name, value in network.items():
+    tf_difference = np.abs(got[f'crops/{name}'] - value).max()
+    jax_difference = np.abs(from_jax[name] - value).max()
+    print(f'crops/{name}: SavedModel {tf_difference:.2g}, jax.export {jax_difference:.2g}')
+    assert tf_difference < 1e-3 and jax_difference < 1e-3
