@@ -38,6 +38,7 @@ from ml_collections import config_flags
 from jaxpose import cli
 from jaxpose import parallel
 from jaxpose import skeleton
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
@@ -123,8 +124,8 @@ def measure_train(config, mesh, calls: int, peak: float) -> dict:
     raise ValueError(f'--batch_size={batch_size} is not divisible by the '
                      f'{mesh.devices.size} devices')
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim)
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim)
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   batch = parallel.to_global(random_batch(config, batch_size), mesh)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
@@ -144,8 +145,8 @@ def measure_train(config, mesh, calls: int, peak: float) -> dict:
 
 def measure_infer(config, mesh, calls: int, peak: float) -> dict:
   model = posenet.create(config.model)
-  state, shardings = train.create_train_state(config, mesh, model,
-                                              train.make_optimizer(config.optim))
+  state, shardings = state_lib.create_train_state(config, mesh, model,
+                                              state_lib.make_optimizer(config.optim))
   size = config.data.input_size
   images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
 

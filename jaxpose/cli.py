@@ -19,29 +19,35 @@ from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
-    lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation output.')
-flags.DEFINE_integer('step', None, 'Checkpoint step to restore (evaluate, predict; default: '
-                     'the latest).')
-flags.DEFINE_bool('distributed', False,
-                  'One of several processes on a TPU pod, a SLURM allocation or under Open MPI: '
-                  'jax.distributed detects the coordinator, process count and process id.')
-flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0, which serves the coordinator (elsewhere than TPU '
-                    'pods and SLURM; with --num_processes and --process_id).')
-flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).',
-                     lower_bound=1)
-flags.DEFINE_integer('process_id', None, 'This process, 0 … num_processes - 1 (with '
-                     '--coordinator_address).', lower_bound=0)
-flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/cli.py) to XLA_FLAGS; '
-                  '--nocpu_xla_flag measures XLA:CPU without it.')
-
 _EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
 
 
-@flags.multi_flags_validator(('distributed',) + _EXPLICIT)
+def _define_common_flags() -> None:
+  """The flags every entry point shares. Defined when a program starts (``run``), never on
+  import, so that every module imports cleanly into a notebook or a test."""
+  config_flags.DEFINE_config_file(
+      'config', None,
+      'Experiment config, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation output.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step to restore (evaluate, predict; default: '
+                       'the latest).')
+  flags.DEFINE_bool('distributed', False,
+                    'One of several processes on a TPU pod, a SLURM allocation or under Open '
+                    'MPI: jax.distributed detects the coordinator, process count and process '
+                    'id.')
+  flags.DEFINE_string('coordinator_address', None,
+                      'host:port of process 0, which serves the coordinator (elsewhere than '
+                      'TPU pods and SLURM; with --num_processes and --process_id).')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (with '
+                       '--coordinator_address).', lower_bound=1)
+  flags.DEFINE_integer('process_id', None, 'This process, 0 … num_processes - 1 (with '
+                       '--coordinator_address).', lower_bound=0)
+  flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/cli.py) to '
+                    'XLA_FLAGS; --nocpu_xla_flag measures XLA:CPU without it.')
+  flags.register_multi_flags_validator(('distributed',) + _EXPLICIT, _check_process_flags)
+
+
 def _check_process_flags(values) -> bool:
   given = [k for k in _EXPLICIT if values[k] is not None]
   if values['distributed'] and given:
@@ -94,7 +100,12 @@ def initialize_distributed() -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def run(main, required=('config', 'workdir')) -> None:
+def run(main, required=('config', 'workdir'), define_flags=None) -> None:
+  """Defines the common flags and the program's own (``define_flags()``), then runs
+  ``main`` under absl with the process set up."""
+  _define_common_flags()
+  if define_flags is not None:
+    define_flags()
   flags.mark_flags_as_required(list(required))
   app.run(functools.partial(_set_up_and_run, main))
 

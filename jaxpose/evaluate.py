@@ -41,6 +41,14 @@ def predict(variables: dict, batch: dict, *, model: posenet.PoseNet,
   return dict(pose_3d=pose, pose_2d=outputs['pose_2d'])
 
 
+def make_predict_fn(config: ml_collections.ConfigDict, model: posenet.PoseNet, mesh,
+                    variable_shardings):
+  """``predict`` compiled for ``mesh``: build it once per run and pass it to
+  ``evaluate_all`` and ``prediction_pictures`` (each new one compiles again)."""
+  return parallel.jit_predict(functools.partial(predict, model=model, config=config), mesh,
+                              variable_shardings)
+
+
 def _gather(tree):
   """Host-local numpy rows of every process, concatenated in process order."""
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
@@ -53,7 +61,8 @@ def _local_rows(array: jax.Array) -> np.ndarray:
 
 def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, predict_fn,
                    variables, mesh, mean_pose=None) -> dict:
-  """Runs ``predict_fn`` over one split and scores it with the split's protocol."""
+  """Runs ``predict_fn`` over one split and scores it with the split's protocol. Every
+  batch is dispatched before the first prediction is fetched."""
   local_batch_size = config.eval_batch_size // jax.process_count()
   if local_batch_size * jax.process_count() != config.eval_batch_size:
     raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
@@ -65,14 +74,14 @@ def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, 
   for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size,
                                            padded_size):
     arrays = {k: v for k, v in batch.items() if k != 'mask'}
-    out = predict_fn(variables, parallel.to_global(arrays, mesh))
-    rows['pred'].append(_local_rows(out['pose_3d']))
+    rows['pred'].append(predict_fn(variables, parallel.to_global(arrays, mesh))['pose_3d'])
     rows['gt'].append(geometry.root_centre(batch['joints_3d']))
     rows['valid'].append(batch['joints_2d_valid'])
     rows['has_3d'].append(batch['has_3d'])
     rows['mask'].append(batch['mask'])
     for k, v in meta.items():
       meta_rows[k].append(v)
+  rows['pred'] = [_local_rows(pred) for pred in rows['pred']]
   local = {k: np.concatenate(v) for k, v in rows.items()}
   meta = {k: np.concatenate(v) for k, v in meta_rows.items()}
   if jax.process_count() > 1:
@@ -105,13 +114,12 @@ def _gather_strings(values: np.ndarray) -> np.ndarray:
   return np.array([bytes(c).rstrip(b'\0').decode() for c in codes])
 
 
-def evaluate_all(config: ml_collections.ConfigDict, model, variables, mesh, shardings,
+def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
                  workdir: str, step: int, writer=None, mean_pose=None) -> dict:
-  """Evaluates ``variables`` (params and batch_stats, placed with ``shardings``) on every
-  split of ``config.data.eval``; writes JSON, Markdown and a PCK plot per split under
-  ``workdir/eval`` and scalars to ``writer``. Returns the reports."""
-  predict_fn = parallel.jit_predict(functools.partial(predict, model=model, config=config),
-                                    mesh, shardings)
+  """Evaluates ``variables`` (params and batch_stats) with ``predict_fn``
+  (``make_predict_fn``) on every split of ``config.data.eval``; writes JSON, Markdown and a
+  PCK plot per split under ``workdir/eval`` and scalars to ``writer``. Returns the
+  reports."""
   out_dir = os.path.join(workdir, 'eval')
   reports = {}
   for name in sorted(config.data.eval):
@@ -138,26 +146,22 @@ def evaluate_all(config: ml_collections.ConfigDict, model, variables, mesh, shar
   return reports
 
 
-def prediction_pictures(model, variables, local_batch: dict, max_images: int = 8) -> np.ndarray:
-  """Input crops with the labelled 2D skeleton (left) and the predicted one (right: the
-  camera head's projection of the 3D prediction), for TensorBoard."""
+def prediction_pictures(predict_fn, variables, batch: dict, local_batch: dict,
+                        max_images: int = 8) -> np.ndarray:
+  """This process's first crops of ``local_batch`` (``batch`` is the same on the devices)
+  with the labelled 2D skeleton (left) and the predicted one (right: the camera head's
+  projection of the 3D prediction), for TensorBoard. ``predict_fn`` is the evaluation's
+  (``make_predict_fn``): it runs on the mesh, so sharded parameters (fsdp) work."""
   n = min(max_images, len(local_batch['image']))
-  # Pictures are small and rare: run them unsharded on this process's first examples.
-  variables = jax.tree.map(_local_rows_or_array, variables)
-  outputs = jax.jit(functools.partial(model.apply, train=False))(
-      variables, local_batch['image'][:n])
+  predicted_2d = _local_rows(predict_fn(variables, batch)['pose_2d'])
   pictures = []
   for i in range(n):
     image = np.asarray(local_batch['image'][i], np.uint8)
     labelled = visualize.draw_skeleton_2d(image, local_batch['joints_2d'][i],
                                           local_batch['joints_2d_valid'][i], width=1)
-    predicted = visualize.draw_skeleton_2d(image, np.asarray(outputs['pose_2d'][i]), width=1)
+    predicted = visualize.draw_skeleton_2d(image, predicted_2d[i], width=1)
     pictures.append(np.concatenate([labelled, predicted], axis=1))
   return np.stack(pictures)
-
-
-def _local_rows_or_array(x):
-  return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x
 
 
 def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -179,8 +183,8 @@ def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
   variables, meta, step = checkpoint.restore_variables(workdir, abstract, step)
-  return evaluate_all(config, model, variables, mesh, shardings, workdir, step,
-                      mean_pose=meta.get('mean_training_pose'))
+  return evaluate_all(config, make_predict_fn(config, model, mesh, shardings), variables,
+                      mesh, workdir, step, mean_pose=meta.get('mean_training_pose'))
 
 
 def main(argv):

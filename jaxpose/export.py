@@ -32,15 +32,13 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import flags
 
 from jaxpose import cli
+from jaxpose import parallel
 from jaxpose import predict
 from jaxpose import skeleton
 from jaxpose.data import crops as crop_boxes
-
-# --out is predict's flag (importing it defines it): the folder for the artefacts.
 
 # Where the artefacts run: lowered for each, whatever machine exports them.
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -111,8 +109,8 @@ def export_crops(predictor: predict.Predictor) -> jax.export.Exported:
   """``crop_outputs`` with the checkpoint's weights, exported for a symbolic batch size."""
   size = predictor.input_size
   batch, = jax.export.symbolic_shape('b')
-  return jax.export.export(jax.jit(functools.partial(crop_outputs(predictor),
-                                                     predictor.variables)),
+  return jax.export.export(parallel.jit_local(functools.partial(crop_outputs(predictor),
+                                                                predictor.variables)),
                            platforms=PLATFORMS)(
       jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
 
@@ -181,5 +179,9 @@ def main(argv):
   print(f'step {predictor.step}: wrote {paths["jax_export"]} and {paths["saved_model"]}')
 
 
+def define_flags():
+  flags.DEFINE_string('out', None, 'Output folder for the exported models.')
+
+
 if __name__ == '__main__':
-  cli.run(main, required=('workdir', 'out'))
+  cli.run(main, required=('workdir', 'out'), define_flags=define_flags)

@@ -8,7 +8,9 @@ inserts the all-reduce), so the step code has no pmean and no axis names.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import collections
+import itertools
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -72,6 +74,27 @@ def jit_summary(summary_fn, mesh: Mesh, variable_shardings):
   """``summary_fn(variables, batch) -> small outputs`` (scalars, norms), replicated."""
   return jax.jit(summary_fn, in_shardings=(variable_shardings, batch_sharding(mesh)),
                  out_shardings=replicated(mesh))
+
+
+def jit_local(fn, static_argnums=()):
+  """``fn`` compiled for arrays on one device, unsharded: photos, video frames and exported
+  models, which run on one device whatever the mesh."""
+  return jax.jit(fn, static_argnums=static_argnums)
+
+
+def prefetch(local_batches: Iterator[dict], mesh: Mesh, size: int) -> Iterator[tuple]:
+  """(local batch, global batch) pairs with ``size`` global batches already on the devices:
+  the transfer of the next batches overlaps the step that runs on the current one."""
+  queue = collections.deque()
+
+  def put(n):
+    for local in itertools.islice(local_batches, n):
+      queue.append((local, to_global(local, mesh)))
+
+  put(size)
+  while queue:
+    yield queue.popleft()
+    put(1)
 
 
 def to_global(local_batch: dict, mesh: Mesh) -> dict:

@@ -42,14 +42,12 @@ import json
 import math
 import os
 import pathlib
-import sys
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import flags
 from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 
@@ -57,39 +55,12 @@ from jaxpose import boxes as box_files
 from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import geometry
+from jaxpose import parallel
 from jaxpose import skeleton
 from jaxpose import smoothing
 from jaxpose import visualize
 from jaxpose.data import crops
 from jaxpose.models import posenet
-
-flags.DEFINE_multi_string('image', None, 'Image file to predict on (repeat for several).')
-flags.DEFINE_multi_string(
-    'bbox', None, 'Person box x,y,w,h in pixels of the image (the extent of its joints); '
-    'none (find the person), or one per --image in the same order.')
-flags.DEFINE_float('focal', None, 'Focal length in pixels of the images or the video '
-                   '(default: --fov, else the EXIF 35 mm-equivalent focal length of a photo, '
-                   'else a horizontal field of view of 55 degrees).')
-flags.DEFINE_float('fov', None, 'Horizontal field of view in degrees, instead of --focal.')
-flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png, the '
-                    'video\'s <name>.jsonl and <name>.mp4, or (jaxpose.export) the exported '
-                    'models.')
-flags.DEFINE_string('video', None, 'Video file to predict on, frame by frame (instead of '
-                    '--image).')
-flags.DEFINE_string('boxes', None, 'JSON file of person boxes per image or per video frame '
-                    '(jaxpose/boxes.py: its own layout or COCO-style detections); every box '
-                    'is one person.')
-flags.DEFINE_float('min_box_score', 0.5, 'Detections of a --boxes file scoring lower are '
-                   'left out.')
-flags.DEFINE_enum('smoothing', 'one_euro', ['none', 'one_euro'], 'Temporal smoothing of a '
-                  'video\'s 2D and 3D poses (jaxpose/smoothing.py).')
-flags.DEFINE_float('one_euro_min_cutoff', 1.0, 'One-Euro cut-off frequency at rest, Hz '
-                   '(lower: smoother).')
-flags.DEFINE_float('one_euro_beta', 1.0, 'One-Euro cut-off increase per m/s of joint speed, '
-                   'Hz (higher: less lag on fast motion).')
-flags.DEFINE_float('one_euro_d_cutoff', 1.0, 'One-Euro cut-off frequency of the speed, Hz.')
-flags.DEFINE_float('lost_confidence', 0.3, 'A video\'s track is lost when its mean joint '
-                   'confidence falls below this (jaxpose/video.py).')
 
 # A typical phone or compact camera's horizontal field of view, for photos of unknown focal.
 DEFAULT_FOV_DEG = 55.0
@@ -255,38 +226,23 @@ class Predictor:
     try:
       step = ckpt.resolve_step(step)
       meta = ckpt.read_meta(step)
-      if config is None:
-        config = config_from_json(meta['config'])
-      else:
-        checkpoint.check_model_config(meta['config'], config, ckpt.directory)
-      self.config = config
-      self.model = posenet.create(config.model)
-      self.input_size = int(config.data.input_size)
-      restored = self._restore(ckpt, step)
     finally:
       ckpt.close()
-    self.step = int(restored['step'])
-    self.variables = {k: restored[k] for k in ('params', 'batch_stats')}
-    self._apply = jax.jit(functools.partial(self.model.apply, train=False))
-    self._crop = jax.jit(crop_images, static_argnums=3)
-
-  def _restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict:
-    """The step, params and batch_stats of the saved train state, on one device.
-
-    Only these are read: the optimiser state is not needed, and its structure depends on
-    optimiser settings that may have changed since the checkpoint was written.
-    """
-    size = self.input_size
-    variables = jax.eval_shape(functools.partial(self.model.init, train=False),
-                               jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))
+    if config is None:
+      config = config_from_json(meta['config'])
+    else:
+      checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+    self.config = config
+    self.model = posenet.create(config.model)
+    self.input_size = int(config.data.input_size)
+    # Only the model is read, on one device: the optimiser state is not needed, and its
+    # structure depends on optimiser settings that may have changed since.
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    item = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        dict(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables['params'],
-             batch_stats=variables['batch_stats']))
-    return ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))).state
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            posenet.abstract_variables(self.model, self.input_size))
+    self.variables, _, self.step = checkpoint.restore_variables(workdir, abstract, step)
+    self._apply = parallel.jit_local(functools.partial(self.model.apply, train=False))
+    self._crop = parallel.jit_local(crop_images, static_argnums=3)
 
   def predict(self, image, box=None, focal: float | None = None,
               fov: float | None = None) -> dict:
@@ -602,8 +558,34 @@ def main(argv):
     print(f'{path}: wrote {" and ".join(files)}{count}')
 
 
+def define_flags():
+  flags.DEFINE_multi_string('image', None, 'Image file to predict on (repeat for several).')
+  flags.DEFINE_multi_string(
+      'bbox', None, 'Person box x,y,w,h in pixels of the image (the extent of its joints); '
+      'none (find the person), or one per --image in the same order.')
+  flags.DEFINE_float('focal', None, 'Focal length in pixels of the images or the video '
+                     '(default: --fov, else the EXIF 35 mm-equivalent focal length of a photo, '
+                     'else a horizontal field of view of 55 degrees).')
+  flags.DEFINE_float('fov', None, 'Horizontal field of view in degrees, instead of --focal.')
+  flags.DEFINE_string('out', None, 'Output folder for <name>.json and <name>.png, or the '
+                      'video\'s <name>.jsonl and <name>.mp4.')
+  flags.DEFINE_string('video', None, 'Video file to predict on, frame by frame (instead of '
+                      '--image).')
+  flags.DEFINE_string('boxes', None, 'JSON file of person boxes per image or per video frame '
+                      '(jaxpose/boxes.py: its own layout or COCO-style detections); every box '
+                      'is one person.')
+  flags.DEFINE_float('min_box_score', 0.5, 'Detections of a --boxes file scoring lower are '
+                     'left out.')
+  flags.DEFINE_enum('smoothing', 'one_euro', ['none', 'one_euro'], 'Temporal smoothing of a '
+                    'video\'s 2D and 3D poses (jaxpose/smoothing.py).')
+  flags.DEFINE_float('one_euro_min_cutoff', 1.0, 'One-Euro cut-off frequency at rest, Hz '
+                     '(lower: smoother).')
+  flags.DEFINE_float('one_euro_beta', 1.0, 'One-Euro cut-off increase per m/s of joint speed, '
+                     'Hz (higher: less lag on fast motion).')
+  flags.DEFINE_float('one_euro_d_cutoff', 1.0, 'One-Euro cut-off frequency of the speed, Hz.')
+  flags.DEFINE_float('lost_confidence', 0.3, 'A video\'s track is lost when its mean joint '
+                     'confidence falls below this (jaxpose/video.py).')
+
+
 if __name__ == '__main__':
-  # jaxpose.video imports this module by name: give it this copy, whose flags are defined,
-  # rather than a second one that would define them again.
-  sys.modules.setdefault('jaxpose.predict', sys.modules[__name__])
-  cli.run(main, required=('workdir', 'out'))
+  cli.run(main, required=('workdir', 'out'), define_flags=define_flags)

@@ -1,16 +1,19 @@
-"""Training: the train state, the optimiser, one pure train step and the loop.
+"""Training: one pure train step and the loop around it.
 
 ``python -m jaxpose.train --config=configs/synthetic.py[:smoke] --workdir=DIR`` runs
 ``train_and_evaluate(config, workdir)``; a second run in the same workdir resumes.
+
+The loop never waits for the devices needlessly: the step's metrics stay on the devices and
+are fetched once per logging window (every ``log_every_steps``, and before every save),
+averaged over the window; the next global batch is put on the devices while the current step
+runs (``parallel.prefetch``); the evaluation and picture functions compile once per run.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,79 +27,21 @@ from clu import periodic_actions
 from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import evaluate
-from jaxpose import geometry
 from jaxpose import losses
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
-from jaxpose.tools import import_resnet50
+
+# Global batches on the devices ahead of the step that uses them.
+PREFETCH = 2
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-  def variables(self):
-    return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
-  return optax.exponential_decay(optim.learning_rate, optim.decay_steps, optim.decay_rate)
-
-
-def pretrained_modules(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The top-level modules that start from trained weights: those a warm start takes, or
-  the ImageNet backbone. The learning-rate discrepancy (§4.2) applies to them."""
-  return tuple(config.init.modules) if config.init.checkpoint else posenet.IMAGENET_MODULES
-
-
-def make_optimizer(optim: ml_collections.ConfigDict,
-                   pretrained: tuple[str, ...] = posenet.IMAGENET_MODULES
-                   ) -> optax.GradientTransformation:
-  """Adadelta with exponential decay; the rate of the ``pretrained`` top-level modules ×
-  ``optim.pretrained_lr_multiplier``."""
-  schedule = learning_rate_schedule(optim)
-  base = lambda lr: optax.adadelta(lr, rho=optim.rho, eps=optim.eps)
-  group = lambda name: 'pretrained' if name in pretrained else 'new'
-  tx = optax.multi_transform(
-      {'new': base(schedule),
-       'pretrained': base(lambda s: schedule(s) * optim.pretrained_lr_multiplier)},
-      lambda params: {k: jax.tree.map(lambda _: group(k), v) for k, v in params.items()})
-  if optim.grad_clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
-  return tx
-
-
-def init_state(config: ml_collections.ConfigDict, model: posenet.PoseNet,
-               tx: optax.GradientTransformation, rng) -> TrainState:
-  size = config.data.input_size
-  variables = model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(variables['params']))
-
-
-def make_targets(batch: dict, config: ml_collections.ConfigDict) -> dict:
-  """Loss targets: root-relative 3D in the model's frame (the crop's virtual camera when
-  ``data.virtual_camera``), and the 2D labels."""
-  pose = geometry.root_centre(batch['joints_3d'])
-  if config.data.virtual_camera:
-    rotation = geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
-                                                batch['has_intrinsics'], config.data.input_size)
-    pose = geometry.to_crop_frame(pose, rotation)
-  return dict(pose_3d=pose, has_3d=batch['has_3d'], joints_2d=batch['joints_2d'],
-              joints_2d_valid=batch['joints_2d_valid'],
-              ref_bone_lengths=batch['ref_bone_lengths'], has_ref_bones=batch['has_ref_bones'])
-
-
-def train_step(state: TrainState, batch: dict, *, model: posenet.PoseNet,
+def train_step(state: state_lib.TrainState, batch: dict, *, model: posenet.PoseNet,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict):
   """One optimisation step: (state, batch) -> (state, metrics). Pure; jit it with
   ``parallel.jit_train_step``."""
-  targets = make_targets(batch, config)
+  targets = losses.make_targets(batch, config)
 
   def loss_fn(params):
     outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
@@ -117,9 +62,9 @@ def train_step(state: TrainState, batch: dict, *, model: posenet.PoseNet,
       'train_mpjpe_mm': jnp.sum(error * has_3d) / jnp.maximum(has_3d.sum(), 1.0),
       'grad_norm': optax.global_norm(grads),
       'param_norm': optax.global_norm(params),
-      'learning_rate': learning_rate_schedule(config.optim)(state.step),
+      'learning_rate': state_lib.learning_rate_schedule(config.optim)(state.step),
   }
-  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+  new_state = state_lib.TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)
   return new_state, metrics
 
@@ -128,50 +73,31 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def _check_finite(metrics: dict, step: int, checkpoint_dir: str) -> None:
-  bad = [k for k, v in metrics.items() if k.startswith('loss') and not np.isfinite(v)]
-  if bad:
-    raise NonFiniteLossError(
-        f'non-finite loss at step {step}: {", ".join(f"{k}={metrics[k]}" for k in bad)}; '
-        f'training stopped, the last good checkpoint in {checkpoint_dir} is intact')
+def _fetch(window: list[dict]) -> dict[str, np.ndarray]:
+  """The window's per-step device metrics as host arrays, one row per step."""
+  host = jax.device_get(window)
+  return {k: np.array([m[k] for m in host]) for k in host[0]}
 
 
-def create_train_state(config, mesh, model, tx):
-  """The train state, created already sharded over ``mesh``; returns (state, shardings)."""
-  init = functools.partial(init_state, config, model, tx)
-  return parallel.create_sharded(init, mesh, config.fsdp, jax.random.key(config.seed))
+def _check_finite(values: dict[str, np.ndarray], first_step: int, ckpt) -> None:
+  """Raises if a loss term or the updated parameters (``param_norm``) are not finite at
+  any step of the window, naming the window, the first bad step and its terms."""
+  watched = [k for k in values if k.startswith('loss') or k == 'param_norm']
+  bad_rows = np.flatnonzero(~np.all([np.isfinite(values[k]) for k in watched], axis=0))
+  if not len(bad_rows):
+    return
+  row = int(bad_rows[0])
+  terms = ', '.join(f'{k}={values[k][row]}' for k in watched if not np.isfinite(values[k][row]))
+  last = ckpt.latest_step()
+  kept = (f'the last checkpoint, step {last} in {ckpt.directory}, was saved before it and '
+          'holds a finite state' if last is not None else
+          f'no checkpoint was written to {ckpt.directory}')
+  raise NonFiniteLossError(
+      f'non-finite values in steps {first_step}-{first_step + len(values["loss"]) - 1}, '
+      f'first at step {first_step + row}: {terms}; training stopped, {kept}')
 
 
-def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
-  """``state`` with the params and batch_stats of the modules ``init.modules`` taken from
-  the checkpoint of another run (``init.checkpoint``, a workdir; its latest step or
-  ``init.checkpoint_step``), placed like the arrays they replace. Everything else, the step
-  and the optimiser state included, stays as created: a fresh run from those weights.
-
-  Returns (state, where the weights came from: the source workdir, step, modules and the
-  source run's config, for the new run's checkpoint meta).
-  """
-  modules = tuple(init.modules)
-  unknown = sorted(set(modules) - set(state.params))
-  if not modules or unknown:
-    raise ValueError(f'config.init.modules={modules!r}: expected a non-empty subset of the '
-                     f'model\'s top-level modules {sorted(state.params)}'
-                     + (f'; unknown {unknown}' if unknown else ''))
-  targets = {'params': {m: state.params[m] for m in modules},
-             'batch_stats': {m: state.batch_stats[m] for m in modules if m in state.batch_stats}}
-  try:
-    variables, meta, step = checkpoint.restore_variables(init.checkpoint, targets,
-                                                         init.checkpoint_step)
-  except (FileNotFoundError, ValueError) as e:
-    raise type(e)(f'config.init.checkpoint={init.checkpoint}: {e}') from e
-  state = state.replace(params={**state.params, **variables['params']},
-                        batch_stats={**state.batch_stats, **variables['batch_stats']})
-  source = dict(checkpoint=os.path.abspath(init.checkpoint), step=step, modules=list(modules),
-                config=meta['config'])
-  return state, source
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
   on ``config.data.eval`` periodically and at the end. Returns the final state."""
   if config.init.checkpoint and config.init.backbone:
@@ -181,8 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
-  tx = make_optimizer(config.optim, pretrained_modules(config))
-  state, shardings = create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   position = None
   source = None
@@ -198,12 +124,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                       'checkpoints of its own, and resuming them wins', config.init.checkpoint,
                       ckpt.directory)
   elif config.init.checkpoint:
-    state, source = warm_start(state, config.init)
+    state, source = state_lib.warm_start(state, config.init)
     logging.info('Warm start: %s taken from step %d of %s; a fresh run otherwise (step 0, '
                  'new optimiser state, data from the start)', ', '.join(source['modules']),
                  source['step'], source['checkpoint'])
   elif config.init.backbone:
-    state = import_resnet50.load_into_state(state, config.init.backbone)
+    state = state_lib.load_backbone_into_state(state, config.init.backbone)
     logging.info('Backbone initialised from %s', config.init.backbone)
   start = int(state.step)
 
@@ -214,30 +140,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                           if isinstance(v, (int, float, str, bool))})
   step_fn = parallel.jit_train_step(
       functools.partial(train_step, model=model, tx=tx, config=config), mesh, shardings)
+  predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
   stream = pipeline.TrainStream(config, position)
+  start_position = dict(stream.position)
   mean_pose = None if stream.mean_pose is None else stream.mean_pose.tolist()
-  meta = lambda: {'config': checkpoint.config_to_json(config),
-                  'data_position': dict(stream.position), 'mean_training_pose': mean_pose,
-                  'init': source}
+
+  def meta(step):
+    # The stream runs PREFETCH batches ahead of the step: its position at ``step`` is
+    # counted, not read.
+    done = step - start
+    return {'config': checkpoint.config_to_json(config),
+            'data_position': {n: p + done * stream.local_shares[n]
+                              for n, p in start_position.items()},
+            'mean_training_pose': mean_pose, 'init': source}
+
+  batches = parallel.prefetch(stream, mesh, PREFETCH)
+  window, window_start = [], start + 1
   try:
     for step in range(start + 1, config.total_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local_batch = next(stream)
-        state, metrics = step_fn(state, parallel.to_global(local_batch, mesh))
-      metrics = jax.device_get(metrics)
-      _check_finite(metrics, step, ckpt.directory)
+        local_batch, batch = next(batches)
+        state, metrics = step_fn(state, batch)
+      window.append(metrics)
       report(step)
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        writer.write_scalars(step, metrics)
+      log = step % config.log_every_steps == 0 or step == config.total_steps
+      save = step % config.checkpoint_every_steps == 0 or step == config.total_steps
+      if log or save:
+        values = _fetch(window)
+        _check_finite(values, window_start, ckpt)
+        if log:
+          writer.write_scalars(step, {k: float(v.mean()) for k, v in values.items()})
+          window, window_start = [], step + 1
       if config.image_every_steps and step % config.image_every_steps == 0:
         writer.write_images(step, {'train/predictions': evaluate.prediction_pictures(
-            model, state.variables(), local_batch)})
+            predict_fn, state.variables(), batch, local_batch)})
       if step % config.eval_every_steps == 0 or step == config.total_steps:
-        evaluate.evaluate_all(config, model, state.variables(), mesh, shardings.variables(),
-                              workdir, step, writer, mean_pose)
-      if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-        ckpt.save(step, state, meta())
+        evaluate.evaluate_all(config, predict_fn, state.variables(), mesh, workdir, step,
+                              writer, mean_pose)
+      if save:
+        ckpt.save(step, state, meta(step))
   finally:
     ckpt.wait()
     ckpt.close()

@@ -17,6 +17,7 @@ from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import evaluate
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 
@@ -29,8 +30,8 @@ def main(argv):
   config, workdir = cli.FLAGS.config, cli.FLAGS.workdir
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim)
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim)
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   # This process's devices hold consecutive rows of the global batch, in process order.

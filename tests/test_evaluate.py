@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import evaluate
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
@@ -33,8 +35,8 @@ def test_metrics_do_not_depend_on_batch_size_or_devices(trained):
   results = {}
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
-    _, shardings = train.create_train_state(config, mesh, model,
-                                            train.make_optimizer(config.optim))
+    _, shardings = state_lib.create_train_state(config, mesh, model,
+                                            state_lib.make_optimizer(config.optim))
     placed = jax.device_put(jax.device_get(state.variables()), shardings.variables())
     predict_fn = parallel.jit_predict(
         lambda v, b: evaluate.predict(v, b, model=model, config=config), mesh,
@@ -97,3 +99,22 @@ def test_meta_has_config_and_position(trained):
   assert meta['config']['model']['width'] == 8
   assert meta['data_position'] == {'studio': 8, 'wild': 8}
   assert np.asarray(meta['mean_training_pose']).shape == (17, 3)
+
+
+def test_pictures_are_the_same_with_the_latent_kernel_sharded(trained):
+  config, _, state = trained
+  model = posenet.create(config.model)
+  variables = jax.device_get(state.variables())
+  batch = benchmark.random_batch(config, 8)
+  pictures = {}
+  for fsdp in (False, True):
+    mesh = parallel.make_mesh()
+    shardings = parallel.state_sharding(mesh, variables, fsdp)
+    placed = jax.device_put(variables, shardings)
+    kernel = placed['params']['latent']['kernel']
+    assert kernel.sharding.is_fully_replicated != fsdp
+    predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings)
+    pictures[fsdp] = evaluate.prediction_pictures(predict_fn, placed,
+                                                  parallel.to_global(batch, mesh), batch)
+  assert pictures[True].shape == (8, 64, 128, 3)
+  np.testing.assert_array_equal(pictures[True], pictures[False])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from jaxpose.models import resnet
@@ -101,20 +102,20 @@ def test_converted_weights_load_into_the_train_state(keras_resnet, tmp_path):
   _, path = keras_resnet
   import_resnet50.main(['--keras-h5', path, '--out', str(tmp_path / 'weights')])
   weights = str(tmp_path / 'weights' / import_resnet50.FILE_NAME)
-  params, stats = import_resnet50.load(weights)
+  params, stats = state_lib.load_backbone(weights)
 
   # The paper's backbone under the smoke head. Its state is only traced (initialising
   # ResNet-50 for real costs ~20 s of compilation here): loading places real arrays.
   config = load_config('synthetic')
   config.model.update(stage_sizes=(3, 4, 6), width=64, heatmap_block=3)
   model = posenet.create(config.model)
-  abstract = jax.eval_shape(functools.partial(train.init_state, config, model,
-                                              train.make_optimizer(config.optim)),
+  abstract = jax.eval_shape(functools.partial(state_lib.init_state, config, model,
+                                              state_lib.make_optimizer(config.optim)),
                             jax.random.key(0))
   shardings = parallel.state_sharding(parallel.make_mesh(), abstract, fsdp=False)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
-  state = import_resnet50.load_into_state(abstract, weights)
+  state = state_lib.load_backbone_into_state(abstract, weights)
   loaded = {'params': state.params['backbone'], 'batch_stats': state.batch_stats['backbone']}
   expected = {'params': params, 'batch_stats': stats}
   assert jax.tree.structure(loaded) == jax.tree.structure(expected)
@@ -126,7 +127,7 @@ def test_converted_weights_load_into_the_train_state(keras_resnet, tmp_path):
 def test_training_from_a_backbone_that_does_not_fit_names_the_path(keras_resnet, tmp_path):
   _, path = keras_resnet
   weights = str(tmp_path / 'resnet50.npz')
-  import_resnet50.save(weights, *import_resnet50.convert(import_resnet50.read_keras_h5(path)))
+  state_lib.save_backbone(weights, *import_resnet50.convert(import_resnet50.read_keras_h5(path)))
   config = load_config('synthetic')  # the smoke network: 8 channels in conv1, not 64
   config.init.backbone = weights
   with pytest.raises(ValueError, match=r'params/conv1/kernel: file \(7, 7, 3, 64\) vs model '

@@ -9,6 +9,7 @@ import pytest
 
 from jaxpose import benchmark
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
@@ -20,8 +21,8 @@ def _one_step(config, batch):
   """(parameters before, state after, metrics) of one train step on one device."""
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim)
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim)
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   before = jax.device_get(state.params)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)

@@ -18,6 +18,7 @@ from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import evaluate
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.data import tfds_io
 from jaxpose.models import posenet
@@ -50,8 +51,8 @@ def _free_port() -> int:
 def _train_one_process(config, batches):
   mesh = parallel.make_mesh(jax.devices()[:PROCESSES * 2])
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim)
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim)
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   for i in range(worker.STEPS):

@@ -1,10 +1,8 @@
 """The Colab demo runs top to bottom on CPU, against the smoke checkpoint of test_predict."""
 
 import json
-import os
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 import conftest

@@ -9,6 +9,7 @@ import pytest
 from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
@@ -17,8 +18,8 @@ from conftest import load_config
 def _run_steps(config, devices, batches):
   mesh = parallel.make_mesh(devices)
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim)
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim)
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   for batch in batches:
@@ -56,12 +57,12 @@ def test_pretrained_learning_rate_multiplier():
   config.optim.pretrained_lr_multiplier = 0.0
   # A warm start takes the stage-1 modules; the discrepancy applies to all of them.
   config.init.checkpoint = '/stage1'
-  assert train.pretrained_modules(config) == ('backbone', 'res5a')
+  assert state_lib.pretrained_modules(config) == ('backbone', 'res5a')
   batch = benchmark.random_batch(config, 8)
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = posenet.create(config.model)
-  tx = train.make_optimizer(config.optim, train.pretrained_modules(config))
-  state, shardings = train.create_train_state(config, mesh, model, tx)
+  tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   before = jax.device_get(state.params)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
@@ -108,7 +109,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
   assert ckpt.latest_step() == 4
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = posenet.create(config.model)
-  state, _ = train.create_train_state(config, mesh, model, train.make_optimizer(config.optim))
+  tx = state_lib.make_optimizer(config.optim)
+  state, _ = state_lib.create_train_state(config, mesh, model, tx)
   restored, _ = ckpt.restore(state)
   assert int(restored.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.params)))

@@ -10,6 +10,7 @@ import pytest
 
 from jaxpose import checkpoint
 from jaxpose import parallel
+from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
@@ -51,7 +52,8 @@ def test_stage_2_starts_fresh_from_the_stage_1_weights(stage_1, tmp_path, caplog
     jax.tree.map(np.testing.assert_array_equal, s2.params[module], s1.params[module])
   # ... which are stage 1's training, not the initialisation both runs share.
   fresh = jax.jit(lambda: posenet.create(config.model).init(
-      jax.random.key(config.seed), np.zeros((1,) + (config.data.input_size,) * 2 + (3,), np.float32),
+      jax.random.key(config.seed),
+      np.zeros((1,) + (config.data.input_size,) * 2 + (3,), np.float32),
       train=False))()
   assert not np.array_equal(s2.params['res5a']['conv1']['kernel'],
                             fresh['params']['res5a']['conv1']['kernel'])
@@ -84,7 +86,8 @@ def test_a_chosen_step_is_taken(stage_1, tmp_path):
 def _fresh_state(config):
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = posenet.create(config.model)
-  return train.create_train_state(config, mesh, model, train.make_optimizer(config.optim))[0]
+  tx = state_lib.make_optimizer(config.optim)
+  return state_lib.create_train_state(config, mesh, model, tx)[0]
 
 
 def test_named_errors(stage_1, tmp_path):
@@ -93,15 +96,16 @@ def test_named_errors(stage_1, tmp_path):
   state = _fresh_state(config)
   missing = _stage_2(str(tmp_path / 'missing')).init
   with pytest.raises(FileNotFoundError, match='config.init.checkpoint=.*no checkpoint'):
-    train.warm_start(state, missing)
+    state_lib.warm_start(state, missing)
   with pytest.raises(FileNotFoundError, match='config.init.checkpoint=.*step 99'):
-    train.warm_start(state, _stage_2(s1_workdir, **{'init.checkpoint_step': 99}).init)
+    state_lib.warm_start(state, _stage_2(s1_workdir, **{'init.checkpoint_step': 99}).init)
   with pytest.raises(ValueError, match=r"config.init.modules=.*unknown \['lifter'\]"):
-    train.warm_start(state, _stage_2(s1_workdir, **{'init.modules': ('backbone', 'lifter')}).init)
+    state_lib.warm_start(state,
+                         _stage_2(s1_workdir, **{'init.modules': ('backbone', 'lifter')}).init)
   # res5a with other channels: the message lists both shapes.
   other = _stage_2(s1_workdir, **{'model.res5a_channels': 20})
   with pytest.raises(ValueError, match=r'params/res5a/.*checkpoint \(.*\) vs model \('):
-    train.warm_start(_fresh_state(other), other.init)
+    state_lib.warm_start(_fresh_state(other), other.init)
   with pytest.raises(ValueError, match='config.init.checkpoint=.*config.init.backbone='):
     train.train_and_evaluate(_stage_2(s1_workdir, **{'init.backbone': '/weights.npz'}),
                              str(tmp_path / 'e'))

@@ -36,15 +36,14 @@ import os
 from collections.abc import Sequence
 
 import h5py
-import jax
 import numpy as np
 
+from jaxpose import state
 from jaxpose.models import posenet
 from jaxpose.models import resnet
 
 # keras.applications.resnet.preprocess_input ("caffe" mode) subtracts these from BGR pixels.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-STAGE_SIZES = (3, 4, 6)  # conv2 … conv4 of ResNet-50 = res2 … res4
 FILE_NAME = 'resnet50_res4f.npz'
 _BN_KEYS = ('gamma', 'beta', 'moving_mean', 'moving_variance')
 
@@ -97,7 +96,7 @@ def convert(layers: dict, path: str = 'the weights') -> tuple[dict, dict]:
     target_s[bn_name] = {'mean': mean - bias, 'var': var}
 
   conv_bn('conv1_conv', 'conv1_bn', None, 'conv1', 'bn_conv1')
-  for s, blocks in enumerate(STAGE_SIZES):
+  for s, blocks in enumerate(state.IMAGENET_STAGE_SIZES):
     for b in range(blocks):
       module = resnet.block_name(s + 2, b)
       keras = f'conv{s + 2}_block{b + 1}'
@@ -122,72 +121,6 @@ def to_posenet_input(params: dict, stats: dict) -> tuple[dict, dict]:
   return params, stats
 
 
-def _flatten(tree: dict, prefix: str, leaf=np.asarray) -> dict:
-  """{'prefix/a/b': leaf(tree['a']['b'])} for every leaf of nested dicts."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}/{k}', leaf))
-    else:
-      out[f'{prefix}/{k}'] = leaf(v)
-  return out
-
-
-def save(path: str, params: dict, stats: dict) -> None:
-  """Writes the flat npz of the module docstring."""
-  np.savez(path, **_flatten(params, 'params'), **_flatten(stats, 'batch_stats'))
-
-
-def load(path: str) -> tuple[dict, dict]:
-  """(params, batch_stats) nested dicts from a file written by ``save``."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'config.init.backbone: {path} does not exist (convert the '
-                            f'weights with `python -m jaxpose.tools.import_resnet50`)')
-  trees = {'params': {}, 'batch_stats': {}}
-  with np.load(path) as data:
-    for key in data.files:
-      top, *names = key.split('/')
-      if top not in trees or not names:
-        raise ValueError(f'config.init.backbone: {path} has an entry {key!r}; expected '
-                         f'params/… and batch_stats/… (a file written by import_resnet50)')
-      node = trees[top]
-      for name in names[:-1]:
-        node = node.setdefault(name, {})
-      node[names[-1]] = data[key]
-  return trees['params'], trees['batch_stats']
-
-
-def load_into_state(state, path: str):
-  """``state`` with its backbone's params and batch_stats replaced by the file's, placed
-  like the arrays they replace. Raises naming every path whose shape differs or that only
-  one side has."""
-  params, stats = load(path)
-  targets = {'params': state.params['backbone'], 'batch_stats': state.batch_stats['backbone']}
-  loaded = {'params': params, 'batch_stats': stats}
-  problems = []
-  for collection, target in targets.items():
-    want = _flatten(target, collection, leaf=np.shape)
-    have = _flatten(loaded[collection], collection, leaf=np.shape)
-    for key in sorted(set(want) | set(have)):
-      if key not in have:
-        problems.append(f'{key}: missing in the file (model {want[key]})')
-      elif key not in want:
-        problems.append(f'{key}: not in the model (file {have[key]})')
-      elif want[key] != have[key]:
-        problems.append(f'{key}: file {have[key]} vs model {want[key]}')
-  if problems:
-    shown = '; '.join(problems[:8]) + (f'; … {len(problems) - 8} more'
-                                       if len(problems) > 8 else '')
-    raise ValueError(f'config.init.backbone={path} does not fit the model\'s backbone '
-                     f'(backbone/…): {shown}. The file holds ResNet-50 (model.stage_sizes='
-                     f'{STAGE_SIZES}, model.width=64)')
-  place = lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding)
-  return state.replace(
-      params={**state.params, 'backbone': jax.tree.map(place, params, targets['params'])},
-      batch_stats={**state.batch_stats,
-                   'backbone': jax.tree.map(place, stats, targets['batch_stats'])})
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--keras-h5', required=True,
@@ -197,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   params, stats = to_posenet_input(*convert(read_keras_h5(args.keras_h5), args.keras_h5))
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, FILE_NAME)
-  save(path, params, stats)
+  state.save_backbone(path, params, stats)
   print(f'wrote {path}; train with --config.init.backbone={path}')
 
 

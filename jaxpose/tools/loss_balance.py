@@ -26,7 +26,7 @@ from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import losses
 from jaxpose import parallel
-from jaxpose import train
+from jaxpose import state as state_lib
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
@@ -46,7 +46,7 @@ def _restrict(targets: dict, subset: str) -> dict:
 def term_gradients(variables: dict, batch: dict, *, model: posenet.PoseNet,
                    config: ml_collections.ConfigDict) -> dict:
   """subset -> term -> (value, {module: gradient norm of weight × term}); pure."""
-  targets = train.make_targets(batch, config)
+  targets = losses.make_targets(batch, config)
   weights = dict(config.loss)
 
   def terms(params, subset):
@@ -76,7 +76,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str | None, batches: int
         abstract)
     variables, _, step = checkpoint.restore_variables(workdir, placed)
   else:
-    state, _ = train.create_train_state(config, mesh, model, train.make_optimizer(config.optim))
+    tx = state_lib.make_optimizer(config.optim)
+    state, _ = state_lib.create_train_state(config, mesh, model, tx)
     variables, step = state.variables(), 0
   fn = parallel.jit_summary(functools.partial(term_gradients, model=model, config=config),
                             mesh, parallel.replicated(mesh))
@@ -98,9 +99,13 @@ def measure(config: ml_collections.ConfigDict, workdir: str | None, batches: int
 
 def main(argv):
   del argv
-  print(json.dumps(measure(cli.FLAGS.config, cli.FLAGS.workdir, _BATCHES.value), indent=1))
+  fl = flags.FLAGS
+  print(json.dumps(measure(fl.config, fl.workdir, fl.batches), indent=1))
+
+
+def define_flags():
+  flags.DEFINE_integer('batches', 4, 'Training batches to average over.', lower_bound=1)
 
 
 if __name__ == '__main__':
-  _BATCHES = flags.DEFINE_integer('batches', 4, 'Training batches to average over.')
-  cli.run(main, required=('config',))
+  cli.run(main, required=('config',), define_flags=define_flags)
