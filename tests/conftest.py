@@ -8,6 +8,12 @@ import tempfile
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'])
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Most tests compile the same small networks (the smoke configs): with a compilation cache
+# shared by the test processes and the programs they start, each distinct program compiles
+# once per machine.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'jaxpose_test_compilation_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
