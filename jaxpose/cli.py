@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 _EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
 
 
-def _define_common_flags() -> None:
+def define_common_flags() -> None:
   """The flags every entry point shares. Defined when a program starts (``run``), never on
   import, so that every module imports cleanly into a notebook or a test."""
   config_flags.DEFINE_config_file(
@@ -103,7 +103,7 @@ def initialize_distributed() -> None:
 def run(main, required=('config', 'workdir'), define_flags=None) -> None:
   """Defines the common flags and the program's own (``define_flags()``), then runs
   ``main`` under absl with the process set up."""
-  _define_common_flags()
+  define_common_flags()
   if define_flags is not None:
     define_flags()
   flags.mark_flags_as_required(list(required))

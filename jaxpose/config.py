@@ -100,7 +100,7 @@ def base_config() -> ConfigDict:
   # The paper gives no weights. In the units of jaxpose.losses (3D in body boxes, 2D in crop
   # sides, heatmaps averaged over the grid) these are the relative weights that trained the
   # synthetic quickstart best (configs/synthetic.py); every term's gradient on the backbone
-  # is then within a factor 5 of the others at initialisation, at 96 and at 256 px
+  # is then within a factor 6 of the others at initialisation, at 96 and at 256 px
   # (`python -m jaxpose.tools.loss_balance --config=configs/synthetic.py[:paper_model]`).
   c.loss = ConfigDict(dict(pose_3d=4.0, bone=4.0, heatmap=7.2, projection=1.0))
 

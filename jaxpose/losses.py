@@ -8,7 +8,7 @@ cells, so that the term does not grow with the input size (summed, with every we
 256 px it pulled 15-80 times harder on the shared layers than the other terms at
 initialisation). ``python -m jaxpose.tools.loss_balance`` measures each term's pull; with
 the default weights of ``jaxpose.config`` every term's gradient on the backbone is within a
-factor 5 of the others at initialisation, at 96 and at 256 px.
+factor 6 of the others at initialisation, at 96 and at 256 px.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Definitions follow the benchmarks' official code (see ``jaxpose.protocols``); the README
 ("Evaluate a checkpoint") says which of the paper's tables uses which alignment, and why.
-Every function takes a batch: ``pred`` and ``gt`` (N, J, 3) root-relative joints in millimetres and an optional
-(N, J) bool ``mask`` of the joints that count (None: all). Alignments are fitted on the masked
-joints only and errors are averaged over them; an example with no masked joint gives NaN.
-Every joint must be finite, masked or not (absent joints are zeros, as in the dataset format).
+Every function takes a batch: ``pred`` and ``gt`` (N, J, 3) root-relative joints in
+millimetres and an optional (N, J) bool ``mask`` of the joints that count (None: all).
+Alignments are fitted on the masked joints only and errors are averaged over them; an
+example with no masked joint gives NaN. Every joint must be finite, masked or not (absent
+joints are zeros, as in the dataset format).
 """
 
 from __future__ import annotations

@@ -36,6 +36,24 @@ def real_fixtures() -> pathlib.Path:
   return REAL
 
 
+def run_main(module, argv: list[str]) -> None:
+  """``module.main`` run as ``python -m <module> <argv>`` runs it: its flags (the common ones
+  and ``module.define_flags``'s) defined for the call and removed after it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if 'workdir' not in flags.FLAGS:
+    cli.define_common_flags()
+  before = set(flags.FLAGS)
+  module.define_flags()
+  added = set(flags.FLAGS) - before
+  try:
+    flags.FLAGS([module.__name__] + argv)
+    module.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+    for name in added:
+      delattr(flags.FLAGS, name)
+
+
 def load_config(name: str, variant: str | None = 'smoke'):
   """A config file of configs/ loaded the way --config=configs/<name>.py:<variant> does."""
   import importlib.util  # pylint: disable=g-import-not-at-top

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import ExifTags, Image
 
 from jaxpose import boxes
 from jaxpose import predict
+from conftest import run_main
 from test_predict import trained_smoke_workdir
 
 
@@ -93,12 +93,8 @@ def test_two_boxes_give_two_people(real_fixtures, tmp_path):
       dict(image_id=52475643, bbox=[0, 0, 50, 50], score=0.05, category_id=1)])
   for boxes_file, image, count in ((own, phone, 2), (coco, second, 1)):
     out = tmp_path / boxes_file.stem
-    flags.FLAGS(['predict', f'--workdir={trained_smoke_workdir()}', f'--image={image}',
-                 f'--boxes={boxes_file}', f'--out={out}'])
-    try:
-      predict.main([])
-    finally:
-      flags.FLAGS.unparse_flags()
+    run_main(predict, [f'--workdir={trained_smoke_workdir()}', f'--image={image}',
+                       f'--boxes={boxes_file}', f'--out={out}'])
     data = json.loads((out / f'{image.stem}.json').read_text())
     assert len(data['people']) == count and data['checkpoint']['step'] == 2
     assert (out / f'{image.stem}.png').is_file()

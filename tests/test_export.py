@@ -8,11 +8,11 @@ import sys
 
 import jax
 import numpy as np
-from absl import flags
 from PIL import Image
 
 from jaxpose import export
 from jaxpose import predict
+from conftest import run_main
 from test_predict import _real_photos
 from test_predict import trained_smoke_workdir
 
@@ -50,11 +50,7 @@ def _get(prediction, key):
 
 def test_exports_equal_the_predictor(real_fixtures, tmp_path):
   workdir = trained_smoke_workdir()
-  flags.FLAGS(['export', f'--workdir={workdir}', f'--out={tmp_path / "export"}'])
-  try:
-    export.main([])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_main(export, [f'--workdir={workdir}', f'--out={tmp_path / "export"}'])
   info = json.loads((tmp_path / 'export' / 'export.json').read_text())
   assert info['step'] == 2
 

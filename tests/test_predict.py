@@ -11,7 +11,6 @@ import tempfile
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 from jaxpose import geometry
@@ -21,6 +20,7 @@ from jaxpose import train
 from jaxpose.data import crops
 from jaxpose.data import synthetic
 from conftest import load_config
+from conftest import run_main
 
 J = skeleton.NUM_JOINTS
 
@@ -159,14 +159,10 @@ def test_batched_equals_one_by_one(predictor, real_fixtures):
 
 def test_command_line_writes_json_and_picture(real_fixtures, tmp_path):
   (first, box, _), (second, _, _) = _real_photos(real_fixtures)[:2]
-  argv = ['predict', f'--workdir={trained_smoke_workdir()}', f'--image={first}',
+  argv = [f'--workdir={trained_smoke_workdir()}', f'--image={first}',
           f'--image={second}', f'--bbox={",".join(map(str, box))}', '--bbox=10,20,300,400',
           '--focal=1000', f'--out={tmp_path}']
-  flags.FLAGS(argv)
-  try:
-    predict.main([])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_main(predict, argv)
   for path in (first, second):
     width, height = Image.open(path).size
     data = json.loads((tmp_path / f'{path.stem}.json').read_text())

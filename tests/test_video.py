@@ -11,12 +11,12 @@ import json
 import cv2
 import numpy as np
 import pytest
-from absl import flags
 
 from jaxpose import predict
 from jaxpose import smoothing
 from jaxpose import video
 from jaxpose.data import synthetic
+from conftest import run_main
 from test_predict import trained_smoke_workdir
 
 FRAMES = 24
@@ -124,13 +124,9 @@ def test_video_with_detections_files_and_smoothing(predictor, tmp_path):
   detections.append(dict(image_id=3, category_id=1, score=0.2, bbox=[0, 0, 50, 50]))
   boxes_file = tmp_path / 'detections.json'
   boxes_file.write_text(json.dumps(detections))
-  argv = ['predict', f'--workdir={trained_smoke_workdir()}', f'--video={clip}',
+  argv = [f'--workdir={trained_smoke_workdir()}', f'--video={clip}',
           f'--boxes={boxes_file}', f'--out={tmp_path / "out"}', '--fov=60']
-  flags.FLAGS(argv)
-  try:
-    predict.main([])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_main(predict, argv)
   lines = [json.loads(line) for line in (tmp_path / 'out' / 'clip.jsonl').read_text()
            .splitlines()]
   assert [line['frame'] for line in lines] == list(range(FRAMES))
