@@ -44,7 +44,7 @@ def _stage_2(stage_1_workdir, **overrides):
 def test_stage_2_starts_fresh_from_the_stage_1_weights(stage_1, tmp_path, caplog):
   s1_workdir, s1 = stage_1
   config = _stage_2(s1_workdir, **{'optim.learning_rate': 0.0})
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     s2 = jax.device_get(train.train_and_evaluate(config, str(tmp_path)))
   assert 'Warm start: backbone, res5a taken from step 3 of' in caplog.text
   # Learning rate 0: the taken modules end as stage 1 ended them, bit for bit.
@@ -67,7 +67,7 @@ def test_stage_2_starts_fresh_from_the_stage_1_weights(stage_1, tmp_path, caplog
   # Run again, longer: resuming its own checkpoints wins over the warm start.
   config.total_steps = 3
   caplog.clear()
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     state = train.train_and_evaluate(config, str(tmp_path))
   assert 'Resumed from step 2' in caplog.text and 'Warm start from' in caplog.text
   assert 'skipped' in caplog.text and int(state.step) == 3
