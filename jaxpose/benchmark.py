@@ -36,6 +36,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxpose import cli
+from jaxpose import losses
 from jaxpose import parallel
 from jaxpose import skeleton
 from jaxpose import state as state_lib
@@ -244,7 +245,7 @@ def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rou
   cores = len(os.sched_getaffinity(0))
   torch.set_num_threads(cores)
   jax_train, jax_infer = build_train(config, mesh), build_infer(config, mesh)
-  targets = jax.device_get(train.make_targets(jax_train['batch'], config))
+  targets = jax.device_get(losses.make_targets(jax_train['batch'], config))
   torch_train, torch_infer = torch_reference.benchmark_calls(
       config, jax_train['variables'], jax_train['batch'], targets, jax_infer['images'])
   calls = dict(train=dict(jaxpose=jax_train['call'], torch=torch_train),

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jaxpose import losses
 from jaxpose import skeleton
-from jaxpose.losses import MM_PER_M
 from jaxpose.models import posenet
 from jaxpose.models import resnet
 
@@ -146,14 +146,14 @@ def _bone_vectors(joints):
 def compute_losses(outputs: dict, targets: dict, weights: dict, input_size: int,
                    heatmap_sigma: float):
   """``jaxpose.losses.compute`` (weighted total, unweighted terms) of ``PoseNet``'s outputs
-  and the targets of ``train.make_targets`` as tensors."""
+  and the targets of ``losses.make_targets`` as tensors."""
   pred, target, has_3d = outputs['pose_3d'], targets['pose_3d'], targets['has_3d']
-  pose_3d = _masked_mean(torch.mean(torch.sum(((pred - target) / MM_PER_M)**2, -1), -1),
-                         has_3d)
-  bones = _bone_vectors(pred) / MM_PER_M
-  vector_error = torch.mean(torch.sum((bones - _bone_vectors(target) / MM_PER_M)**2, -1), -1)
+  box = losses.BODY_BOX_MM
+  pose_3d = _masked_mean(torch.mean(torch.sum(((pred - target) / box)**2, -1), -1), has_3d)
+  bones = _bone_vectors(pred) / box
+  vector_error = torch.mean(torch.sum((bones - _bone_vectors(target) / box)**2, -1), -1)
   length = torch.sqrt(torch.sum(bones**2, -1) + 1e-12)
-  length_error = torch.mean((length - targets['ref_bone_lengths'] / MM_PER_M)**2, -1)
+  length_error = torch.mean((length - targets['ref_bone_lengths'] / box)**2, -1)
   use_length = targets['has_ref_bones'] & ~has_3d
   bone = _masked_mean(torch.where(has_3d, vector_error,
                                   torch.where(use_length, length_error, 0.0)),
@@ -166,7 +166,7 @@ def compute_losses(outputs: dict, targets: dict, weights: dict, input_size: int,
   dx = axis[None, None, :] - cells[..., 0, None]   # (B, J, grid_x)
   dy = axis[None, None, :] - cells[..., 1, None]   # (B, J, grid_y)
   maps = torch.exp(-(dy[..., :, None]**2 + dx[..., None, :]**2) / (2 * heatmap_sigma**2))
-  per_joint = torch.sum((heatmaps - maps[:, None])**2, dim=(3, 4))   # (B, L, J)
+  per_joint = torch.mean((heatmaps - maps[:, None])**2, dim=(3, 4))   # (B, L, J)
   valid = targets['joints_2d_valid']
   heatmap = _masked_mean(torch.mean(per_joint, 1), valid)
   projection = _masked_mean(
@@ -222,7 +222,7 @@ def benchmark_calls(config: ml_collections.ConfigDict, variables: dict, batch: d
                     targets: dict, images: np.ndarray):
   """``(train_step, infer)``: calls of the PyTorch network of ``config``, started from Flax
   ``variables``, for timing: one Adadelta step on ``batch`` (a host batch of
-  ``benchmark.random_batch``; ``targets`` its ``train.make_targets``) and inference on the
+  ``benchmark.random_batch``; ``targets`` its ``losses.make_targets``) and inference on the
   uint8 ``images``."""
   model = PoseNet(config.model, config.data.input_size)
   load_flax_variables(model, variables)
