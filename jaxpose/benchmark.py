@@ -1,8 +1,9 @@
 """How fast a config trains, infers and reads its data, on this machine, as JSON.
 
 ``python -m jaxpose.benchmark --config=configs/synthetic.py[:variant] [--what=train,infer,input]
-[--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any experiment is the
-``paper_model`` variant, e.g. ``--config=configs/synthetic.py:paper_model --batch_size=8``.
+[--compare=torch] [--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any
+experiment is the ``paper_model`` variant, e.g.
+``--config=configs/synthetic.py:paper_model --batch_size=8``.
 
 * ``train``: images/s of the real jitted train step on random inputs (median of
   ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
@@ -14,6 +15,10 @@
 * ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
   with the reason, if they are not built and ``config.data.build_if_missing`` is off);
 * ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
+
+``--compare=torch`` (the ``bench`` extra) measures instead the train step and inference of
+jaxpose and of the same network in PyTorch (``jaxpose.torch_reference``), in turns for
+``--rounds`` rounds, and reports both and the ratios (jaxpose / PyTorch).
 
 It runs in one process over all local devices (batch 1 on the first). Speed figures belong
 here, not in tests.
