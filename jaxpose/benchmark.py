@@ -1,8 +1,9 @@
 """How fast a config trains, infers and reads its data, on this machine, as JSON.
 
 ``python -m jaxpose.benchmark --config=configs/synthetic.py[:variant] [--what=train,infer,input]
-[--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any experiment is the
-``paper_model`` variant, e.g. ``--config=configs/synthetic.py:paper_model --batch_size=8``.
+[--compare=torch] [--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any
+experiment is the ``paper_model`` variant, e.g.
+``--config=configs/synthetic.py:paper_model --batch_size=8``.
 
 * ``train``: images/s of the real jitted train step on random inputs (median of
   ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
@@ -14,6 +15,10 @@
 * ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
   with the reason, if they are not built and ``config.data.build_if_missing`` is off);
 * ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
+
+``--compare=torch`` (the ``bench`` extra) measures instead the train step and inference of
+jaxpose and of the same network in PyTorch (``jaxpose.torch_reference``), in turns for
+``--rounds`` rounds, and reports both and the ratios (jaxpose / PyTorch).
 
 It runs in one process over all local devices (batch 1 on the first). Speed figures belong
 here, not in tests.
@@ -36,6 +41,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxpose import cli
+from jaxpose import losses
 from jaxpose import parallel
 from jaxpose import skeleton
 from jaxpose import state as state_lib
@@ -49,6 +55,12 @@ flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.ba
                      lower_bound=1)
 flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
                      lower_bound=5)
+flags.DEFINE_enum('compare', None, ['torch'],
+                  'Instead of --what: time the train step and inference of jaxpose and of the '
+                  'same network in PyTorch (the `bench` extra), interleaved in this process, '
+                  'and report the ratios.')
+flags.DEFINE_integer('rounds', 3, 'Rounds of --compare, each timing both frameworks in turn.',
+                     lower_bound=1)
 
 INFER_BATCH = 32
 LATENCY_CALLS = 20
@@ -118,7 +130,9 @@ def _rate_report(images: int, times: list[float], flops: float | None, peak: flo
   return report
 
 
-def measure_train(config, mesh, calls: int, peak: float) -> dict:
+def build_train(config, mesh) -> dict:
+  """The compiled train step on a random batch of ``config.batch_size``: ``call()`` runs
+  one step (carrying the donated state on), beside the host batch and the initial variables."""
   batch_size = config.batch_size
   if batch_size % mesh.devices.size:
     raise ValueError(f'--batch_size={batch_size} is not divisible by the '
@@ -126,45 +140,61 @@ def measure_train(config, mesh, calls: int, peak: float) -> dict:
   model = posenet.create(config.model)
   tx = state_lib.make_optimizer(config.optim)
   state, shardings = state_lib.create_train_state(config, mesh, model, tx)
-  batch = parallel.to_global(random_batch(config, batch_size), mesh)
+  host_batch = random_batch(config, batch_size)
+  batch = parallel.to_global(host_batch, mesh)
   step = parallel.jit_train_step(
       functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
+  variables = jax.device_get(state.variables())
   holder = [state]
 
-  def one_step():
+  def call():
     holder[0], metrics = compiled(holder[0], batch)  # The state is donated: carry it on.
     return holder[0], metrics
 
-  times = _call_times(one_step, calls)
-  report = _rate_report(batch_size, times, _flops(compiled, mesh.devices.size), peak)
-  return dict(batch_size=batch_size, compile_s=compile_s, **report)
+  return dict(call=call, compiled=compiled, compile_s=compile_s, batch=host_batch,
+              variables=variables)
+
+
+def measure_train(config, mesh, calls: int, peak: float) -> dict:
+  step = build_train(config, mesh)
+  report = _rate_report(config.batch_size, _call_times(step['call'], calls),
+                        _flops(step['compiled'], mesh.devices.size), peak)
+  return dict(batch_size=config.batch_size, compile_s=step['compile_s'], **report)
+
+
+def _predict_fn(model):
+  def predict(variables, batch):
+    return model.apply(variables, batch['image'], train=False)
+  return predict
+
+
+def build_infer(config, mesh) -> dict:
+  """The compiled network (inference) on ``INFER_BATCH`` random images: ``call()`` runs it."""
+  model = posenet.create(config.model)
+  state, shardings = state_lib.create_train_state(config, mesh, model,
+                                                  state_lib.make_optimizer(config.optim))
+  size = config.data.input_size
+  images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
+  variables = state.variables()
+  on_mesh = parallel.jit_predict(_predict_fn(model), mesh, shardings.variables())
+  batch = parallel.to_global({'image': images}, mesh)
+  compiled = on_mesh.lower(variables, batch).compile()
+  return dict(call=lambda: compiled(variables, batch), compiled=compiled, model=model,
+              images=images, variables=variables)
 
 
 def measure_infer(config, mesh, calls: int, peak: float) -> dict:
-  model = posenet.create(config.model)
-  state, shardings = state_lib.create_train_state(config, mesh, model,
-                                              state_lib.make_optimizer(config.optim))
-  size = config.data.input_size
-  images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
-
-  variables, shardings = state.variables(), shardings.variables()
-
-  def predict(variables, batch):
-    return model.apply(variables, batch['image'], train=False)
-
-  on_mesh = parallel.jit_predict(predict, mesh, shardings)
-  batch = parallel.to_global({'image': images}, mesh)
-  compiled = on_mesh.lower(variables, batch).compile()
-  report = _rate_report(INFER_BATCH, _call_times(lambda: compiled(variables, batch), calls),
-                        _flops(compiled, mesh.devices.size), peak)
+  net = build_infer(config, mesh)
+  report = _rate_report(INFER_BATCH, _call_times(net['call'], calls),
+                        _flops(net['compiled'], mesh.devices.size), peak)
   # Latency of one image on one device.
   one = parallel.make_mesh(jax.local_devices()[:1])
-  single_variables = jax.device_put(variables, parallel.replicated(one))
-  single = parallel.jit_predict(predict, one, parallel.replicated(one))
-  image = parallel.to_global({'image': images[:1]}, one)
+  single_variables = jax.device_put(net['variables'], parallel.replicated(one))
+  single = parallel.jit_predict(_predict_fn(net['model']), one, parallel.replicated(one))
+  image = parallel.to_global({'image': net['images'][:1]}, one)
   latency = np.array(_call_times(lambda: single(single_variables, image), LATENCY_CALLS)) * 1e3
   return dict(batch_size=INFER_BATCH, **report,
               latency_ms_p50=float(np.percentile(latency, 50)),
@@ -200,16 +230,84 @@ def peak_memory() -> dict:
               peak_memory_source='host max RSS')
 
 
+def _framework_rates(images: int, rounds: list[list[float]]) -> dict:
+  """images/s of the median step over all rounds, and of each round's median step."""
+  return dict(images_per_s=images / float(np.median(np.concatenate(rounds))),
+              images_per_s_per_round=[round(images / float(np.median(r)), 3) for r in rounds])
+
+
+def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rounds: int,
+                  peak: float) -> dict:
+  """The train step and inference (batch ``INFER_BATCH``) of jaxpose and of
+  ``torch_reference``'s PyTorch network from the same initial weights, timed in turns:
+  each of ``rounds`` rounds times ``timed_steps`` calls of each (after a warm-up call), so
+  that a machine shared with other work slows both alike. Ratios are jaxpose / PyTorch."""
+  # pylint: disable=g-import-not-at-top
+  import torch
+  from jaxpose import torch_reference  # torch is an optional dependency (`bench`).
+  # pylint: enable=g-import-not-at-top
+  # XLA:CPU's thread pool spans every core the process may use; PyTorch gets as many.
+  cores = len(os.sched_getaffinity(0))
+  torch.set_num_threads(cores)
+  jax_train, jax_infer = build_train(config, mesh), build_infer(config, mesh)
+  targets = jax.device_get(losses.make_targets(jax_train['batch'], config))
+  torch_train, torch_infer = torch_reference.benchmark_calls(
+      config, jax_train['variables'], jax_train['batch'], targets, jax_infer['images'])
+  calls = dict(train=dict(jaxpose=jax_train['call'], torch=torch_train),
+               infer=dict(jaxpose=jax_infer['call'], torch=torch_infer))
+  times = {(what, name): [] for what, pair in calls.items() for name in pair}
+  for _ in range(rounds):
+    for what, pair in calls.items():
+      for name, fn in pair.items():
+        times[what, name].append(_call_times(fn, timed_steps))
+  result = dict(torch=torch.__version__, cores=cores, torch_threads=torch.get_num_threads(),
+                rounds=rounds, steps_per_round=timed_steps)
+  for what, images, compiled in (('train', config.batch_size, jax_train['compiled']),
+                                 ('infer', INFER_BATCH, jax_infer['compiled'])):
+    section = {name: _framework_rates(images, times[what, name]) for name in calls[what]}
+    flops = _flops(compiled, mesh.devices.size)
+    if flops is not None:  # XLA's count of jaxpose's program: the same network in both.
+      for name in section:
+        section[name]['fraction_of_peak'] = (
+            flops / images * section[name]['images_per_s'] / peak)
+    jaxpose, other = section['jaxpose'], section['torch']
+    section.update(
+        batch_size=images,
+        ratio=jaxpose['images_per_s'] / other['images_per_s'],
+        ratio_per_round=[round(a / b, 3) for a, b in zip(jaxpose['images_per_s_per_round'],
+                                                         other['images_per_s_per_round'])])
+    result[what] = section
+  return result
+
+
+def _machine(config: ml_collections.ConfigDict) -> dict:
+  device = jax.local_devices()[0]
+  return dict(platform=device.platform, device_kind=device.device_kind,
+              devices=jax.local_device_count(), jax=jax.__version__,
+              xla_flags=os.environ.get('XLA_FLAGS', ''), dtype=config.model.dtype,
+              input_size=config.data.input_size)
+
+
+def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
+            rounds: int) -> dict:
+  """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak."""
+  if framework != 'torch':
+    raise ValueError(f'--compare={framework}: only torch is known')
+  mesh = parallel.make_mesh(jax.local_devices())
+  result = _machine(config)
+  result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
+  result['compare'] = compare_torch(config, mesh, timed_steps, rounds,
+                                    result['peak']['flops_per_s'])
+  result.update(peak_memory())
+  return result
+
+
 def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int) -> dict:
   """Measures the sections ``what`` (see the module docstring) of ``config``."""
   unknown = sorted(set(what) - set(SECTIONS))
   if unknown:
     raise ValueError(f'--what: unknown {unknown}; choose from {",".join(SECTIONS)}')
-  device = jax.local_devices()[0]
-  result = dict(platform=device.platform, device_kind=device.device_kind,
-                devices=jax.local_device_count(), jax=jax.__version__,
-                xla_flags=os.environ.get('XLA_FLAGS', ''), dtype=config.model.dtype,
-                input_size=config.data.input_size)
+  result = _machine(config)
   mesh = parallel.make_mesh(jax.local_devices())
   if {'train', 'infer'} & set(what):
     result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
@@ -229,10 +327,13 @@ def main(argv):
   config = cli.FLAGS.config
   if cli.FLAGS.batch_size:
     config.batch_size = cli.FLAGS.batch_size
+  if cli.FLAGS.compare:
+    figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds)
+  else:
+    figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps)
   result = dict(config=config_flags.get_config_filename(cli.FLAGS['config']),
                 overrides=config_flags.get_override_values(cli.FLAGS['config']),
-                batch_size=config.batch_size,
-                **benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps))
+                batch_size=config.batch_size, **figures)
   print(json.dumps(result, indent=1))
 
 

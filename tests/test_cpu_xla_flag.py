@@ -1,0 +1,67 @@
+"""cli.CPU_XLA_FLAG only makes XLA:CPU faster: the train step's loss and gradients equal
+those of the plain XLA:CPU path."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from jaxpose import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# One process per XLA_FLAGS (XLA reads them once): the smoke network's loss and gradients
+# on a random batch, saved as .npz (without TensorFlow, which the data modules import).
+GRADIENTS = '''
+import sys
+import jax, numpy as np
+sys.path.insert(0, 'tests')
+from conftest import load_config
+from jaxpose import losses, skeleton
+from jaxpose.models import posenet
+config = load_config('synthetic')
+model = posenet.create(config.model)
+size, n, j = config.data.input_size, 8, skeleton.NUM_JOINTS
+rng = np.random.default_rng(0)
+images = rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8)
+pose = rng.normal(0, 300, (n, j, 3)).astype(np.float32)
+targets = dict(pose_3d=pose - pose[:, :1], has_3d=np.arange(n) % 2 == 0,
+               joints_2d=rng.uniform(0, size, (n, j, 2)).astype(np.float32),
+               joints_2d_valid=rng.uniform(size=(n, j)) > 0.1,
+               ref_bone_lengths=rng.uniform(100, 400, (n, skeleton.NUM_BONES)).astype(np.float32),
+               has_ref_bones=np.ones(n, bool))
+variables = model.init(jax.random.key(0), images[:1], train=False)
+
+@jax.jit
+def loss_and_grads(params):
+  def loss_fn(params):
+    outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                             images, train=True, mutable=['batch_stats'])
+    return losses.compute(outputs, targets, dict(config.loss), size,
+                          config.data.heatmap_sigma)[0]
+  return jax.value_and_grad(loss_fn)(params)
+
+loss, grads = jax.device_get(loss_and_grads(variables['params']))
+leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+np.savez(sys.argv[1], loss=loss, **{jax.tree_util.keystr(k): v for k, v in leaves})
+'''
+
+
+def _gradients(xla_flags: str, path) -> dict:
+  # conftest's XLA_FLAGS (8 devices, CPU_XLA_FLAG) must not leak into the plain run.
+  env = dict(os.environ, XLA_FLAGS=xla_flags, PYTHONPATH=str(REPO))
+  subprocess.run([sys.executable, '-c', GRADIENTS, str(path)], cwd=REPO, env=env, check=True)
+  with np.load(path) as saved:
+    return dict(saved)
+
+
+def test_cpu_xla_flag_keeps_the_gradients(tmp_path):
+  plain = _gradients('', tmp_path / 'plain.npz')
+  fast = _gradients(cli.CPU_XLA_FLAG, tmp_path / 'fast.npz')
+  assert plain.keys() == fast.keys() and len(plain) > 50
+  np.testing.assert_allclose(fast.pop('loss'), plain.pop('loss'), rtol=1e-5)
+  for name, value in plain.items():
+    # Relative to each gradient's largest entry: convolutions sum in another order.
+    scale = max(np.abs(value).max(), 1e-12)
+    np.testing.assert_allclose(fast[name] / scale, value / scale, atol=1e-4, err_msg=name)
