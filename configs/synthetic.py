@@ -55,7 +55,10 @@ def get_config(arg=None):
   c.image_every_steps = 1000
   c.checkpoint_every_steps = 1000
   c.eval_every_steps = 4000
-  return base.apply_variant(c, arg, {'smoke': smoke})
+  c.ablation.stage1 = 'synthetic.py:stage1'
+  c.ablation.rows = base.TABLE5_ROWS
+  return base.apply_variant(c, arg, {'smoke': smoke, 'stage1': stage1, 'study': study,
+                                     **base.table5_variants('studio')})
 
 
 def smoke(c):
@@ -63,3 +66,36 @@ def smoke(c):
     for name in sources:
       sources[name].builder_config = 'smoke'
   return base.smoke(c)
+
+
+def stage1(c):
+  """Stage 1 of the ablation study (paper §4.2 on MPII + LSP): heatmaps only, on the 2D
+  labels of the wild images, from random weights (no ImageNet at this size). Nothing to
+  evaluate: the lifter and camera stay untrained."""
+  c.data.train = dict(wild=c.data.train.wild)
+  c.data.train.wild.fraction = 1.0
+  c.loss.pose_3d = 0.0
+  c.loss.bone = 0.0
+  c.loss.projection = 0.0
+  c.data.eval = base.ConfigDict()
+  return c
+
+
+def study(c):
+  """Run lengths for the Table 5 study, ``python -m jaxpose.ablation
+  --config=configs/synthetic.py:study --workdir=DIR``: stage 1 and the four rows × 3 seeds,
+  13 runs, in at most 2 hours on 2 free cores.
+
+  This config trains at about 0.11 s per step on 2 free cores (the quickstart: 8000 steps
+  and two evaluations in 15 minutes); on 2 cores shared with other jobs (load average 6-10)
+  we measured 0.22-0.33 s per step (400-step runs; the process got half a core). Each run
+  also spends about 30 s setting up, compiling and evaluating 1200 test crops. 13 runs ×
+  (4000 × 0.11 s + 30 s) = 6100 s, 1 h 42 min, leaves 15% of the 2 hours for slower steps
+  than the quickstart's. Stage 1 runs as long as a row: the paper's stage 1 is 0.8 times its
+  stage 2 (186k and 240k iterations). Same network and batch as the quickstart, whose
+  numbers at 8000 steps say what a longer run would gain.
+  """
+  c.total_steps = 4000
+  c.optim.decay_steps = c.total_steps
+  c.eval_every_steps = c.total_steps
+  return c
