@@ -1,12 +1,13 @@
 """Stage 2 with Human3.6M as the only 3D source (paper Table 1 "H3.6M" rows, Table 5):
 H3.6M mixed with MPII and LSP (2D) in every batch, the learning-rate discrepancy on.
 
-Variants reproduce the ablation of Table 5 (tested on MPI-INF-3DHP; ``config.table5_variants``):
-``baseline`` (direct 3D + bone loss, 3D data only), ``latent_2d`` (+ 2D latent loss +
-outdoor data), ``projection`` (+ 3D-to-2D projection + outdoor data), and ``all`` (the
-default); ``python -m jaxpose.ablation --config=configs/h36m_only.py --workdir=DIR`` runs
-them all from one stage 1 (configs/pretrain_2d.py). ``fps5`` is Table 2's "5 fps" row
-(H3.6M training frames at 5 fps instead of H80K).
+Variants reproduce the ablation of Table 5 (tested on MPI-INF-3DHP;
+``config.table5_variants``): ``baseline`` (direct 3D + bone loss, 3D data only),
+``latent_2d`` (+ 2D latent loss + outdoor data), ``projection`` (+ 3D-to-2D projection +
+outdoor data), and ``all`` (the default). ``python -m jaxpose.ablation
+--config=configs/h36m_only.py --workdir=DIR`` runs them all from one stage 1
+(configs/pretrain_2d.py). ``fps5`` is Table 2's "5 fps" row (H3.6M training frames at 5 fps
+instead of H80K).
 """
 
 from jaxpose import config as base

@@ -9,7 +9,7 @@ import pytest
 from jaxpose import ablation
 from jaxpose import checkpoint
 from jaxpose import config as base
-from conftest import CONFIGS, DATA_DIR
+from conftest import CONFIGS, DATA_DIR, load_config
 
 SPEC = str(CONFIGS / 'synthetic.py') + ':smoke'
 OVERRIDES = {'data.data_dir': DATA_DIR}
@@ -100,3 +100,25 @@ def test_the_paper_experiment_plans_its_study_from_pretrain_2d(tmp_path):
     assert run.config.init.backbone == ''
   assert list(rows[0].config.data.train) == ['h36m'] and rows[0].config.loss.heatmap == 0
   assert rows[4].config.seed == 1
+
+
+@pytest.mark.parametrize('row', ROWS)
+def test_synthetic_rows_switch_what_the_paper_experiment_rows_switch(row):
+  """Each row leaves out the same losses and 2D-only data in both experiments."""
+  synthetic, h36m = load_config('synthetic', row), load_config('h36m_only', row)
+  for key in h36m.loss:
+    assert (synthetic.loss[key] == 0) == (h36m.loss[key] == 0), key
+  for config, three_d in ((synthetic, 'studio'), (h36m, 'h36m')):
+    if row == 'baseline':
+      assert list(config.data.train) == [three_d] and config.data.train[three_d].fraction == 1
+    else:
+      assert len(config.data.train) > 1
+
+
+def test_synthetic_stage_1_trains_heatmaps_on_the_wild_images_only():
+  config = load_config('synthetic', 'stage1,study')
+  assert list(config.data.train) == ['wild'] and config.data.train.wild.fraction == 1.0
+  assert config.loss.heatmap > 0 and not config.data.eval
+  assert config.loss.pose_3d == config.loss.bone == config.loss.projection == 0.0
+  assert config.total_steps == load_config('synthetic', 'study').total_steps == 4000
+  assert config.model == load_config('synthetic', None).model  # warm-startable into rows
