@@ -56,6 +56,7 @@ _LOCATIONS = ('data.data_dir', 'init.checkpoint')
 
 @dataclasses.dataclass
 class Run:
+  """One training run of the study, with its complete config."""
   name: str                      # its sub-workdir of the study's directory
   workdir: str
   config: ml_collections.ConfigDict
@@ -260,8 +261,9 @@ def run_study(spec: str, workdir: str, seeds: int = 3, overrides: dict | None = 
     remaining = sum(r.config.total_steps - s for r, (s, _) in zip(runs[i + 1:], saved[i + 1:]))
     eta = ('done' if not remaining else _duration(
         measured['seconds'] / measured['steps'] * remaining if measured['steps'] else None))
-    log(f'[ablation {i + 1}/{len(runs)}] {run.name}: {what}'
-        + (f'; 3D PCK globally scaled: {scores}' if scores else '') + f'; study ETA {eta}')
+    if jax.process_index() == 0:
+      log(f'[ablation {i + 1}/{len(runs)}] {run.name}: {what}'
+          + (f'; 3D PCK globally scaled: {scores}' if scores else '') + f'; study ETA {eta}')
   study = summarise(runs, spec)
   study['trained'] = trained
   return study
@@ -327,7 +329,8 @@ def to_markdown(study: dict) -> str:
         paper = study['paper_table5'].get(row)
         line.append(f'{paper["pck"]} / {paper["auc"]}' if paper else '—')
       lines.append('| ' + ' | '.join(line) + ' |')
-  lines += ['', '## Run times', '', '| run | steps | trained (this call) |', '| --- | --- | --- |']
+  lines += ['', '## Run times', '', '| run | steps | time of the call that finished it |',
+            '| --- | --- | --- |']
   for name, entry in study['runs'].items():
     t = entry['time']
     lines.append(f'| {name} | {entry["total_steps"]} | '
