@@ -1,10 +1,13 @@
 """Stage 2 with Human3.6M as the only 3D source (paper Table 1 "H3.6M" rows, Table 5):
 H3.6M mixed with MPII and LSP (2D) in every batch, the learning-rate discrepancy on.
 
-Variants reproduce the ablation of Table 5 (tested on MPI-INF-3DHP):
-``baseline`` (direct 3D + bone loss, 3D data only), ``latent_2d`` (+ 2D latent loss +
-outdoor data), ``projection`` (+ 3D-to-2D projection + outdoor data), and the default (all);
-and ``fps5``, Table 2's "5 fps" row (H3.6M training frames at 5 fps instead of H80K).
+Variants reproduce the ablation of Table 5 (tested on MPI-INF-3DHP;
+``config.table5_variants``): ``baseline`` (direct 3D + bone loss, 3D data only),
+``latent_2d`` (+ 2D latent loss + outdoor data), ``projection`` (+ 3D-to-2D projection +
+outdoor data), and ``all`` (the default). ``python -m jaxpose.ablation
+--config=configs/h36m_only.py --workdir=DIR`` runs them all from one stage 1
+(configs/pretrain_2d.py). ``fps5`` is Table 2's "5 fps" row (H3.6M training frames at 5 fps
+instead of H80K).
 """
 
 from jaxpose import config as base
@@ -29,36 +32,10 @@ def get_config(arg=None):
   # 3D pose labels" (§4.2); 0.1, an order of magnitude, as in Mehta et al. 2017 whose
   # scheme the paper follows.
   c.optim.pretrained_lr_multiplier = 0.1
+  c.ablation.stage1 = 'pretrain_2d.py'
+  c.ablation.rows = base.TABLE5_ROWS
   return base.apply_variant(c, arg, {
-      'smoke': base.smoke_on_dummy_data,
-      'baseline': baseline, 'latent_2d': latent_2d, 'projection': projection,
-      'fps5': fps5})
-
-
-def _studio_only(c):
-  c.data.train = dict(h36m=c.data.train.h36m)
-  c.data.train.h36m.fraction = 1.0
-  return c
-
-
-def baseline(c):
-  """Table 5 row 1: direct 3D regression with the bone loss, 3D data only."""
-  c.loss.heatmap = 0.0
-  c.loss.projection = 0.0
-  return _studio_only(c)
-
-
-def latent_2d(c):
-  """Table 5 row 2: + explicit 2D in the latent space, with the outdoor 2D data."""
-  c.loss.projection = 0.0
-  return c
-
-
-def projection(c):
-  """Table 5 row 3: + the 3D-to-2D projection loss, with the outdoor 2D data, without the
-  latent heatmap loss."""
-  c.loss.heatmap = 0.0
-  return c
+      'smoke': base.smoke_on_dummy_data, **base.table5_variants('h36m'), 'fps5': fps5})
 
 
 def fps5(c):

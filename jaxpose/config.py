@@ -131,6 +131,11 @@ def base_config() -> ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every_steps = 20_000
   c.eval_batch_size = 64
+
+  # The study of `python -m jaxpose.ablation` (the paper's Table 5) for a stage-2
+  # experiment: its stage-1 config, `<file>[:<variants>]` with the file relative to this
+  # config's directory ('' = the experiment has none), and the variants that are its rows.
+  c.ablation = ConfigDict(dict(stage1='', rows=()))
   return c
 
 
@@ -177,6 +182,41 @@ def smoke_on_dummy_data(c: ConfigDict) -> ConfigDict:
       sources[name].manual_dir = str(datasets_dir / sources[name].dataset / 'dummy_data')
   c.data.data_dir = os.path.join(tempfile.gettempdir(), 'jaxpose_dummy_tfds')
   return smoke(c)
+
+
+# The rows of the paper's Table 5, in its order; ``all`` is the experiment as configured.
+TABLE5_ROWS = ('baseline', 'latent_2d', 'projection', 'all')
+
+
+def table5_variants(studio: str) -> dict:
+  """The rows of Table 5 (``TABLE5_ROWS``) as variants of a stage-2 experiment whose only
+  3D-labelled training source is ``data.train[studio]`` and whose other sources are 2D-only
+  ("outdoor data"). Each switches what its row of the paper adds or leaves out."""
+
+  def baseline(c):
+    """Row 1: direct 3D regression with the bone loss, on the 3D data only."""
+    c.loss.heatmap = 0.0
+    c.loss.projection = 0.0
+    c.data.train = {studio: c.data.train[studio]}
+    c.data.train[studio].fraction = 1.0
+    return c
+
+  def latent_2d(c):
+    """Row 2: + explicit 2D in the latent space, with the 2D-only data."""
+    c.loss.projection = 0.0
+    return c
+
+  def projection(c):
+    """Row 3: + the 3D-to-2D projection loss, with the 2D-only data, without the latent
+    heatmap loss."""
+    c.loss.heatmap = 0.0
+    return c
+
+  def all_(c):
+    """Row 4: everything, the experiment as configured."""
+    return c
+
+  return dict(zip(TABLE5_ROWS, (baseline, latent_2d, projection, all_)))
 
 
 VARIANTS = {'smoke': smoke, 'paper_model': paper_model}
