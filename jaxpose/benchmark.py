@@ -14,6 +14,12 @@ experiment is the ``paper_model`` variant, e.g.
   busy with other work can disturb it, and the fractions with it);
 * ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
   with the reason, if they are not built and ``config.data.build_if_missing`` is off);
+* ``loop`` (with ``train``): the whole training loop (``train.train_and_evaluate``: input,
+  transfer, step, logging windows): the images/s/device it logs per window, the share of
+  wall time the devices waited for the host (against the ``train`` step on a batch already
+  on the devices), FLOP/s per device and the model FLOP utilisation (MFU) from an analytic
+  count of the network's FLOPs (3 × the forward pass's, the convention of maxtext; XLA's
+  count beside it);
 * ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
 
 ``--compare=torch`` (the ``bench`` extra) measures instead the train step and inference of
@@ -31,12 +37,15 @@ import gc
 import json
 import os
 import resource
+import tempfile
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from absl import flags
 from ml_collections import config_flags
 
@@ -49,18 +58,7 @@ from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
-SECTIONS = ('train', 'infer', 'input')
-flags.DEFINE_list('what', list(SECTIONS), f'What to measure, any of {",".join(SECTIONS)}.')
-flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.batch_size).',
-                     lower_bound=1)
-flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
-                     lower_bound=5)
-flags.DEFINE_enum('compare', None, ['torch'],
-                  'Instead of --what: time the train step and inference of jaxpose and of the '
-                  'same network in PyTorch (the `bench` extra), interleaved in this process, '
-                  'and report the ratios.')
-flags.DEFINE_integer('rounds', 3, 'Rounds of --compare, each timing both frameworks in turn.',
-                     lower_bound=1)
+SECTIONS = ('train', 'infer', 'input', 'loop')
 
 INFER_BATCH = 32
 LATENCY_CALLS = 20
@@ -220,6 +218,57 @@ def measure_input(config) -> dict:
               batches=INPUT_BATCHES, batch_size=config.batch_size)
 
 
+def forward_flops(model: posenet.PoseNet, input_size: int) -> int:
+  """FLOPs of one image's forward pass, counted from the layers' shapes (2 per
+  multiply-add of every convolution and dense layer; the rest is negligible)."""
+  total = 0
+
+  def count(next_fun, args, kwargs, context):
+    nonlocal total
+    out = next_fun(*args, **kwargs)
+    module = context.module
+    if context.method_name == '__call__' and isinstance(module, (nn.Conv, nn.Dense)):
+      window = int(np.prod(module.kernel_size)) if isinstance(module, nn.Conv) else 1
+      total += 2 * window * args[0].shape[-1] * out.shape[-1] * int(np.prod(out.shape[1:-1]))
+    return out
+
+  image = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
+  with nn.intercept_methods(count):
+    jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  return total
+
+
+def measure_loop(config, steps: int, step_s: float, peak: float) -> dict:
+  """The real training loop (``train.train_and_evaluate``: input, transfer, step, logging
+  windows) on the config's data, for ``steps`` steps without evaluation: the median of the
+  images/s per device it logs per window (the first window, which compiles, left out).
+  ``step_s`` (the step alone on a batch already on the devices) gives the share of the
+  loop's wall time the devices waited for the host."""
+  config = config.copy_and_resolve_references()
+  config.data.eval = ml_collections.ConfigDict()
+  config.image_every_steps = 0
+  config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = steps
+  with tempfile.TemporaryDirectory() as workdir:
+    train.train_and_evaluate(config, workdir)
+    rates = [float(tf.make_ndarray(value.tensor))
+             for path in tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+             for event in tf.compat.v1.train.summary_iterator(path)
+             for value in event.summary.value if value.tag == 'images_per_s_per_device']
+  if not rates:
+    raise ValueError(f'--loop_steps={steps}: too few steps for two logging windows of '
+                     f'config.log_every_steps={config.log_every_steps}')
+  devices = jax.device_count()
+  rate = float(np.median(rates))
+  step_rate = config.batch_size / step_s / devices
+  flops = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
+  return dict(steps=steps, windows=len(rates), batch_size=config.batch_size,
+              images_per_s_per_device=rate, loop_step_s=config.batch_size / rate / devices,
+              step_s=step_s, loop_fraction_of_step_rate=rate / step_rate,
+              device_wait_fraction=max(0.0, 1.0 - rate / step_rate),
+              analytic_train_flops_per_image=flops,
+              flops_per_s_per_device=flops * rate, mfu=flops * rate * devices / peak)
+
+
 def peak_memory() -> dict:
   stats = jax.local_devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
@@ -302,18 +351,22 @@ def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
   return result
 
 
-def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int) -> dict:
+def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
+              loop_steps: int = 200) -> dict:
   """Measures the sections ``what`` (see the module docstring) of ``config``."""
   unknown = sorted(set(what) - set(SECTIONS))
   if unknown:
     raise ValueError(f'--what: unknown {unknown}; choose from {",".join(SECTIONS)}')
   result = _machine(config)
   mesh = parallel.make_mesh(jax.local_devices())
-  if {'train', 'infer'} & set(what):
+  if {'train', 'infer', 'loop'} & set(what):
     result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
     peak = result['peak']['flops_per_s']
-  if 'train' in what:
+  if {'train', 'loop'} & set(what):
     result['train'] = measure_train(config, mesh, timed_steps, peak)
+  if 'loop' in what:
+    result['loop'] = measure_loop(config, loop_steps, result['train']['step_s_median'], peak)
+    result['loop']['xla_train_flops_per_image'] = result['train'].get('flops_per_image')
   if 'infer' in what:
     result['infer'] = measure_infer(config, mesh, timed_steps, peak)
   if 'input' in what:
@@ -330,12 +383,29 @@ def main(argv):
   if cli.FLAGS.compare:
     figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds)
   else:
-    figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps)
+    figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps)
   result = dict(config=config_flags.get_config_filename(cli.FLAGS['config']),
                 overrides=config_flags.get_override_values(cli.FLAGS['config']),
                 batch_size=config.batch_size, **figures)
   print(json.dumps(result, indent=1))
 
 
+def define_flags():
+  flags.DEFINE_list('what', ['train', 'infer', 'input'],
+                    f'What to measure, any of {",".join(SECTIONS)}.')
+  flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.batch_size).',
+                       lower_bound=1)
+  flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
+                       lower_bound=5)
+  flags.DEFINE_integer('loop_steps', 200, 'Steps of the loop run (several logging windows).',
+                       lower_bound=1)
+  flags.DEFINE_enum('compare', None, ['torch'],
+                    'Instead of --what: time the train step and inference of jaxpose and of '
+                    'the same network in PyTorch (the `bench` extra), interleaved in this '
+                    'process, and report the ratios.')
+  flags.DEFINE_integer('rounds', 3, 'Rounds of --compare, each timing both frameworks in '
+                       'turn.', lower_bound=1)
+
+
 if __name__ == '__main__':
-  cli.run(main, required=('config',))
+  cli.run(main, required=('config',), define_flags=define_flags)

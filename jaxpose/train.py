@@ -5,7 +5,8 @@
 
 The loop never waits for the devices needlessly: the step's metrics stay on the devices and
 are fetched once per logging window (every ``log_every_steps``, and before every save),
-averaged over the window; the next global batch is put on the devices while the current step
+averaged over the window, with the window's images/s per device (wall time: input, step
+and whatever else ran in it); the next global batch is put on the devices while the current step
 runs (``parallel.prefetch``); the evaluation and picture functions compile once per run.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 
   batches = parallel.prefetch(stream, mesh, PREFETCH)
   window, window_start = [], start + 1
+  last_log = None  # (step, time) of the last window's end; the first window compiles
   try:
     for step in range(start + 1, config.total_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -170,7 +173,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         values = _fetch(window)
         _check_finite(values, window_start, ckpt)
         if log:
-          writer.write_scalars(step, {k: float(v.mean()) for k, v in values.items()})
+          scalars = {k: float(v.mean()) for k, v in values.items()}
+          now = time.perf_counter()
+          if last_log is not None:
+            scalars['images_per_s_per_device'] = ((step - last_log[0]) * config.batch_size
+                                                  / (now - last_log[1]) / jax.device_count())
+          last_log = step, now
+          writer.write_scalars(step, scalars)
           window, window_start = [], step + 1
       if config.image_every_steps and step % config.image_every_steps == 0:
         writer.write_images(step, {'train/predictions': evaluate.prediction_pictures(
