@@ -67,7 +67,9 @@ def base_config() -> ConfigDict:
   ))
 
   c.data = ConfigDict()
-  c.data.data_dir = '~/tensorflow_datasets'
+  # Where the built datasets live; '' = TFDS's own default: $TFDS_DATA_DIR, else
+  # ~/tensorflow_datasets (jaxpose.data.tfds_io.resolve_data_dir).
+  c.data.data_dir = ''
   # Build a missing dataset (from its manual_dir, or generated for synthetic_humans).
   c.data.build_if_missing = True
   c.data.input_size = 256

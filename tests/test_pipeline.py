@@ -1,6 +1,8 @@
 """The input pipeline: labels move with the pixels, sources mix in the configured
 proportion, and the stream is deterministic and resumable."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
+from jaxpose.data import tfds_io
 from conftest import load_config
 
 J = skeleton.NUM_JOINTS
@@ -211,3 +214,15 @@ def test_background_sources_must_be_training_sources():
   config.data.augment.background = 0.0
   with pytest.raises(ValueError, match='augment.background is 0'):
     pipeline.TrainStream(config)
+
+
+def test_data_dir_defaults_to_tfds_data_dir(monkeypatch, tmp_path):
+  assert config_lib.base_config().data.data_dir == ''
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  builder = tfds_io.get_builder('synthetic_humans', '', 'smoke')
+  assert str(builder.data_dir).startswith(str(tmp_path / 'synthetic_humans'))
+  monkeypatch.delenv('TFDS_DATA_DIR')
+  assert tfds_io.resolve_data_dir('') == os.path.expanduser('~/tensorflow_datasets')
+  # A data_dir that is set wins over the variable.
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  assert tfds_io.resolve_data_dir('~/elsewhere') == os.path.expanduser('~/elsewhere')

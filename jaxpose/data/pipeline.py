@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterator
 
 import jax
@@ -60,7 +59,7 @@ def open_source(name: str, source_config, data_config, limit: int = 0) -> Source
   """Opens ``source_config`` (see ``jaxpose.config.source``), building it if allowed;
   ``limit`` > 0 keeps the split's first ``limit`` examples (before the per-process split, so
   that the same examples count whatever the number of processes)."""
-  data_dir = os.path.expanduser(data_config.data_dir)
+  data_dir = tfds_io.resolve_data_dir(data_config.data_dir)
   builder = tfds_io.get_builder(source_config.dataset, data_dir,
                                 source_config.builder_config or None)
   if not builder.is_prepared():

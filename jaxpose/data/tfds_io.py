@@ -7,6 +7,7 @@ so that jaxpose builds and loads them without ``datasets/`` being installed.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import tensorflow_datasets as tfds
@@ -26,14 +27,23 @@ def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
     return tfds.core.community.builder_cls_from_module(f'{name}.{name}_dataset_builder')
 
 
+def resolve_data_dir(data_dir: str) -> str:
+  """``data_dir`` with ``~`` expanded; '' means TFDS's own default: ``$TFDS_DATA_DIR``,
+  else ``~/tensorflow_datasets`` (read now, so that the variable set after import counts)."""
+  if not data_dir:
+    return tfds.core.constants.get_default_data_dir()
+  return os.path.expanduser(data_dir)
+
+
 def get_builder(name: str, data_dir: str,
                 config: str | None = None) -> tfds.core.DatasetBuilder:
-  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``.
+  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``
+  (see ``resolve_data_dir``).
 
   jaxpose reads examples by index (a resumable, deterministic input stream), so datasets
   are stored as array_record; build them with ``tfds build --file_format=array_record``.
   """
-  kwargs = dict(data_dir=data_dir, file_format='array_record')
+  kwargs = dict(data_dir=resolve_data_dir(data_dir), file_format='array_record')
   if config:
     kwargs['config'] = config
   return builder_class(name)(**kwargs)
