@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import metrics
 from jaxpose import parallel
@@ -165,6 +166,7 @@ def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Restores the model variables of ``workdir``'s checkpoint (the latest, or ``step``) into
   the current mesh and evaluates them on every evaluation split of ``config``. Only the
   model is read, so the optimiser settings of ``config`` need not match the run's."""
+  config_lib.validate(config, training=False)
   checkpoint.require_checkpoints(workdir)
   ckpt = checkpoint.Checkpointer(workdir)
   try:

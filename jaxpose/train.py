@@ -23,6 +23,7 @@ from clu import periodic_actions
 
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import config as config_lib
 from jaxpose import evaluate
 from jaxpose import geometry
 from jaxpose import losses
@@ -174,10 +175,7 @@ def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[Trai
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
   on ``config.data.eval`` periodically and at the end. Returns the final state."""
-  if config.init.checkpoint and config.init.backbone:
-    raise ValueError(f'config.init.checkpoint={config.init.checkpoint} and '
-                     f'config.init.backbone={config.init.backbone} both initialise the '
-                     'backbone: set one of them')
+  config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
