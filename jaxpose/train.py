@@ -129,12 +129,31 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def _check_finite(metrics: dict, step: int, checkpoint_dir: str) -> None:
-  bad = [k for k, v in metrics.items() if k.startswith('loss') and not np.isfinite(v)]
+# Checked after every step: the losses (of the state before the step) and the norm of the
+# parameters it produced, so that a step that breaks the state stops before it is saved.
+def _non_finite(metrics: dict) -> list[str]:
+  return [k for k, v in metrics.items()
+          if (k.startswith('loss') or k == 'param_norm') and not np.isfinite(v)]
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _stop(ckpt: checkpoint.Checkpointer, step: int, where: str):
+  ckpt.wait()
+  last = ckpt.latest_step()
+  kept = (f'the last good checkpoint is step {last} in {ckpt.directory}' if last is not None
+          else f'no checkpoint was written yet (in {ckpt.directory})')
+  raise NonFiniteLossError(f'non-finite values at step {step}: {where}; training stopped, '
+                           f'{kept}')
+
+
+def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
+  bad = _non_finite(metrics)
   if bad:
-    raise NonFiniteLossError(
-        f'non-finite loss at step {step}: {", ".join(f"{k}={metrics[k]}" for k in bad)}; '
-        f'training stopped, the last good checkpoint in {checkpoint_dir} is intact')
+    _stop(ckpt, step, ', '.join(f'{k}={metrics[k]}' for k in bad))
 
 
 def create_train_state(config, mesh, model, tx):
@@ -224,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         local_batch = next(stream)
         state, metrics = step_fn(state, parallel.to_global(local_batch, mesh))
       metrics = jax.device_get(metrics)
-      _check_finite(metrics, step, ckpt.directory)
+      _check_finite(metrics, step, ckpt)
       report(step)
       if step % config.log_every_steps == 0 or step == config.total_steps:
         writer.write_scalars(step, metrics)
@@ -235,6 +254,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         evaluate.evaluate_all(config, model, state.variables(), mesh, shardings.variables(),
                               workdir, step, writer, mean_pose)
       if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+        # The optimiser state and batch statistics too: nothing non-finite is saved.
+        if not _all_finite(state):
+          _stop(ckpt, step, 'the train state (optimiser state or batch statistics)')
         ckpt.save(step, state, meta())
   finally:
     ckpt.wait()

@@ -102,7 +102,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     return batch
 
   monkeypatch.setattr(train.pipeline.TrainStream, '__next__', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match=r'step 5: .*loss_pose_3d=nan'):
+  with pytest.raises(train.NonFiniteLossError, match=r'step 5: .*loss_pose_3d=nan.*the last '
+                     r'good checkpoint is step 4 in'):
     train.train_and_evaluate(config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 4
@@ -112,3 +113,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
   restored, _ = ckpt.restore(state)
   assert int(restored.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.params)))
+
+
+def test_a_step_that_breaks_the_state_is_never_saved(tmp_path):
+  """The losses of step 1 are finite (computed before the update) but a learning rate
+  that overflows float32 makes its parameters non-finite: nothing may be saved."""
+  config = load_config('synthetic')
+  config.optim.learning_rate = 1e39
+  config.checkpoint_every_steps = 1
+  config.image_every_steps = 0
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'step 1: param_norm=(nan|inf); .*no checkpoint was written yet'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() is None
