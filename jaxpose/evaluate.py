@@ -1,9 +1,10 @@
 """Restore a checkpoint and evaluate it on every evaluation split of its config.
 
 ``python -m jaxpose.evaluate --config=configs/synthetic.py --workdir=DIR [--step=N]``
-writes, for each split, ``DIR/eval/<dataset>_<split>.json`` (the protocol's report),
-``.md`` (its tables) and ``_pck.png`` (PCK against threshold). The train loop calls
-``evaluate_all`` periodically with the live state.
+writes, for each split, ``DIR/eval/<step>/<dataset>_<split>.json`` (the protocol's report),
+``.md`` (its tables) and ``_pck.png`` (PCK against threshold), each file complete or not
+at all (written aside and renamed). The train loop calls ``evaluate_all`` periodically with
+the live state.
 """
 
 from __future__ import annotations
@@ -110,10 +111,10 @@ def evaluate_all(config: ml_collections.ConfigDict, model, variables, mesh, shar
                  workdir: str, step: int, writer=None, mean_pose=None) -> dict:
   """Evaluates ``variables`` (params and batch_stats, placed with ``shardings``) on every
   split of ``config.data.eval``; writes JSON, Markdown and a PCK plot per split under
-  ``workdir/eval`` and scalars to ``writer``. Returns the reports."""
+  ``workdir/eval/<step>`` and scalars to ``writer``. Returns the reports."""
   predict_fn = parallel.jit_predict(functools.partial(predict, model=model, config=config),
                                     mesh, shardings)
-  out_dir = os.path.join(workdir, 'eval')
+  out_dir = os.path.join(workdir, 'eval', str(step))
   reports = {}
   for name in sorted(config.data.eval):
     source_config = config.data.eval[name]
@@ -131,12 +132,29 @@ def evaluate_all(config: ml_collections.ConfigDict, model, variables, mesh, shar
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       stem = os.path.join(out_dir, f'{source_config.dataset}_{source_config.split}')
-      with open(stem + '.json', 'w') as f:
-        json.dump(report, f, indent=1)
-      with open(stem + '.md', 'w') as f:
-        f.write(protocols.to_markdown(report))
-      protocols.plot_pck(pred, gt, valid, stem + '_pck.png')
+      _write_atomically(stem + '.json', lambda p: _write_text(p, json.dumps(report, indent=1)))
+      _write_atomically(stem + '.md', lambda p: _write_text(p, protocols.to_markdown(report)))
+      _write_atomically(stem + '_pck.png', lambda p: protocols.plot_pck(pred, gt, valid, p))
   return reports
+
+
+def _write_atomically(path: str, write) -> None:
+  """``write(temporary path)`` beside ``path``, then renamed onto it: an interrupted
+  evaluation leaves the old file or the new one, never half of one."""
+  directory, name = os.path.split(path)
+  # The temporary name keeps the extension (the PNG writer goes by it).
+  temporary = os.path.join(directory, f'.tmp-{os.getpid()}-{name}')
+  try:
+    write(temporary)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path, 'w') as f:
+    f.write(text)
 
 
 def prediction_pictures(model, variables, local_batch: dict, max_images: int = 8) -> np.ndarray:

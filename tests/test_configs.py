@@ -108,5 +108,5 @@ def test_full_config_trains_on_the_fake_benchmark_data(tmp_path):
   config.image_every_steps = 0
   state = train.train_and_evaluate(config, str(tmp_path / 'work'))
   assert int(state.step) == 2
-  assert (tmp_path / 'work' / 'eval' / 'mpi_inf_3dhp_test.json').exists()
-  assert (tmp_path / 'work' / 'eval' / 'h36m_test.json').exists()
+  assert (tmp_path / 'work' / 'eval' / '2' / 'mpi_inf_3dhp_test.json').exists()
+  assert (tmp_path / 'work' / 'eval' / '2' / 'h36m_test.json').exists()
