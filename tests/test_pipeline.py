@@ -2,6 +2,7 @@
 proportion, and the stream is deterministic and resumable."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
-from conftest import load_config
+from conftest import DATA_DIR, load_config
 
 J = skeleton.NUM_JOINTS
 
@@ -226,3 +227,21 @@ def test_data_dir_defaults_to_tfds_data_dir(monkeypatch, tmp_path):
   # A data_dir that is set wins over the variable.
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
   assert tfds_io.resolve_data_dir('~/elsewhere') == os.path.expanduser('~/elsewhere')
+
+
+def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
+  config = load_config('synthetic')
+  tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
+  shutil.copytree(DATA_DIR, tmp_path, dirs_exist_ok=True)
+  config.data.data_dir = str(tmp_path)
+  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  [shard] = [p for p in builder.data_path.iterdir() if 'studio_train.array_record' in p.name]
+  data = shard.read_bytes()
+  shard.write_bytes(data[:len(data) // 2])
+  message = (rf"{shard}: unreadable shard of synthetic_humans/smoke/1.1.0, split "
+             rf"'studio_train' .*delete that folder and build it again")
+  with pytest.raises(ValueError, match=rf"data source 'studio': {message}"):
+    pipeline.open_source('studio', config.data.train.studio, config.data)
+  # What `python -m jaxpose.data.build` runs: an existing build is checked, not trusted.
+  with pytest.raises(ValueError, match=message):
+    tfds_io.ensure_built(builder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
 DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
@@ -51,8 +52,38 @@ def get_builder(name: str, data_dir: str,
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
   """Builds the dataset if it is not prepared yet (TFDS writes into a temporary folder and
-  renames it at the end, so an interrupted build leaves nothing half-written behind)."""
+  renames it at the end, so an interrupted build leaves nothing half-written behind); an
+  existing build must be readable (``check_readable``)."""
   if builder.is_prepared():
+    for split in builder.info.splits:
+      check_readable(builder, split)
     return
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, try_download_gcs=False))
+
+
+def check_readable(builder: tfds.core.DatasetBuilder, split: str) -> None:
+  """Opens every array_record shard of ``split`` (a split name or slice) and reads its
+  first record used, which reads the index at the shard's end: a truncated or overwritten
+  shard fails here, named, instead of at some later read inside the input pipeline.
+
+  Raises:
+    ValueError: naming the shard, the dataset, the split, and how to rebuild it.
+  """
+  for shard in builder.info.splits[split].file_instructions:
+    if not shard.take:
+      continue
+    try:
+      reader = array_record_module.ArrayRecordReader(shard.filename)
+      try:
+        found = reader.num_records()
+        if found != shard.examples_in_shard:
+          raise ValueError(f'{found} records, expected {shard.examples_in_shard}')
+        reader.read([shard.skip])
+      finally:
+        reader.close()
+    except (RuntimeError, ValueError, OSError) as e:
+      raise ValueError(
+          f'{shard.filename}: unreadable shard of {builder.info.full_name}, split '
+          f'{split!r} ({e}); the build in {builder.data_dir} is damaged (a truncated copy or '
+          'disk?): delete that folder and build it again') from e
