@@ -72,6 +72,8 @@ def base_config() -> ConfigDict:
   c.data.data_dir = ''
   # Build a missing dataset (from its manual_dir, or generated for synthetic_humans).
   c.data.build_if_missing = True
+  # Of several processes, process 0 builds and the others wait this long for it.
+  c.data.build_timeout_s = 6 * 3600
   c.data.input_size = 256
   c.data.train = ConfigDict()  # name -> source(...)
   c.data.eval = ConfigDict()   # name -> source(...)

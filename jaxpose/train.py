@@ -193,9 +193,19 @@ def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[Trai
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
-  on ``config.data.eval`` periodically and at the end. Returns the final state."""
+  on ``config.data.eval`` periodically and at the end. Returns the final state.
+
+  Raises:
+    config.ConfigError: before anything is written, for a config that cannot run.
+    checkpoint.WorkdirLockedError: if another training run is using ``workdir``.
+  """
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  with checkpoint.workdir_lock(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
   tx = make_optimizer(config.optim, pretrained_modules(config))

@@ -1,6 +1,10 @@
 """The train step and loop: sharding, resumption, and stopping on a non-finite loss."""
 
 import functools
+import os
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,7 +15,7 @@ from jaxpose import checkpoint
 from jaxpose import parallel
 from jaxpose import train
 from jaxpose.models import posenet
-from conftest import load_config
+from conftest import REPO, load_config
 
 
 def _run_steps(config, devices, batches):
@@ -126,3 +130,30 @@ def test_a_step_that_breaks_the_state_is_never_saved(tmp_path):
                      match=r'step 1: param_norm=(nan|inf); .*no checkpoint was written yet'):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() is None
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
+  config = load_config('synthetic')
+  with checkpoint.workdir_lock(str(tmp_path)):
+    with pytest.raises(checkpoint.WorkdirLockedError,
+                       match=rf'in use by another training run \(host .*, pid {os.getpid()},'):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_a_killed_run_leaves_the_workdir_free(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time; from jaxpose import checkpoint\n'
+       'with checkpoint.workdir_lock(sys.argv[1]):\n  print("locked", flush=True)\n'
+       '  time.sleep(600)', str(tmp_path)],
+      cwd=REPO, stdout=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(checkpoint.WorkdirLockedError, match=f'pid {holder.pid}'):
+      with checkpoint.workdir_lock(str(tmp_path)):
+        pass
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with checkpoint.workdir_lock(str(tmp_path)):
+    assert f'pid {os.getpid()}' in (tmp_path / 'train.lock').read_text()
