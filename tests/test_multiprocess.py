@@ -85,21 +85,34 @@ def runs(tmp_path_factory):
              *(f'--config.{k}={v}' for k, v in OVERRIDES.items()),
              f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
              f'--num_processes={PROCESSES}']
-  logs = [workdir / f'process_{i}.log' for i in range(PROCESSES)]
-  processes = [subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
-                                stdout=open(log, 'w'), stderr=subprocess.STDOUT)
-               for i, log in enumerate(logs)]
+  processes = _start(command, env, workdir)
   try:
     state, mesh, model, shardings = _train_one_process(config, batches)
-    for process in processes:
-      process.wait(timeout=WORKER_TIMEOUT_S)
   finally:
-    for process in processes:
+    _wait(processes, WORKER_TIMEOUT_S)
+  return workdir, state, mesh, model, shardings
+
+
+def _start(command: list[str], env: dict, log_dir: pathlib.Path) -> list:
+  """(process, log) of each of the PROCESSES processes running ``command``."""
+  logs = [log_dir / f'process_{i}.log' for i in range(PROCESSES)]
+  return [(subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
+                            stdout=open(log, 'w'), stderr=subprocess.STDOUT), log)
+          for i, log in enumerate(logs)]
+
+
+def _wait(processes: list, timeout: float) -> None:
+  """Waits for ``_start``'s processes (killed after ``timeout`` s); each must succeed."""
+  try:
+    for process, _ in processes:
+      process.wait(timeout=timeout)
+  finally:
+    for process, _ in processes:
       if process.poll() is None:
         process.kill()
-  for process, log in zip(processes, logs):
+  for process, log in processes:
     assert process.returncode == 0, f'{log}:\n{log.read_text()[-3000:]}'
-  return workdir, state, mesh, model, shardings
+
 
 
 def test_two_processes_train_and_checkpoint_like_one(runs):
@@ -141,21 +154,11 @@ def test_two_processes_build_the_dataset_once_and_train(tmp_path):
   command = [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
              '--config.total_steps=2', '--config.image_every_steps=0', f'--workdir={workdir}',
              f'--coordinator_address=127.0.0.1:{_free_port()}', f'--num_processes={PROCESSES}']
-  logs = [tmp_path / f'process_{i}.log' for i in range(PROCESSES)]
-  processes = [subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
-                                stdout=open(log, 'w'), stderr=subprocess.STDOUT)
-               for i, log in enumerate(logs)]
-  try:
-    for process in processes:
-      # Each process also builds or waits, compiles and evaluates.
-      process.wait(timeout=2 * WORKER_TIMEOUT_S)
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-  for process, log in zip(processes, logs):
-    assert process.returncode == 0, f'{log}:\n{log.read_text()[-3000:]}'
-  assert [log.read_text().count('Building synthetic_humans/smoke') for log in logs] == [1, 0]
+  processes = _start(command, env, tmp_path)
+  # Each process also builds or waits for the build, compiles and evaluates.
+  _wait(processes, 2 * WORKER_TIMEOUT_S)
+  assert [log.read_text().count('Building synthetic_humans/smoke')
+          for _, log in processes] == [1, 0]
   config = load_config('synthetic')
   config.data.data_dir = str(data_dir)
   alone = pipeline.TrainStream(config).mean_pose
