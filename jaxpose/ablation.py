@@ -134,9 +134,10 @@ def _checked(spec: str, overrides: dict | None, plain: dict) -> ml_collections.C
   return load_config(spec, overrides)
 
 
-def report_path(workdir: str, source: ml_collections.ConfigDict) -> str:
-  """Where ``jaxpose.evaluate`` writes the report of evaluation split ``source``."""
-  return os.path.join(workdir, 'eval', f'{source.dataset}_{source.split}.json')
+def report_path(workdir: str, source: ml_collections.ConfigDict, step: int) -> str:
+  """Where ``jaxpose.evaluate`` writes the report of evaluation split ``source`` at
+  ``step``."""
+  return os.path.join(workdir, 'eval', str(step), f'{source.dataset}_{source.split}.json')
 
 
 def read_reports(run: Run) -> dict | None:
@@ -144,7 +145,7 @@ def read_reports(run: Run) -> dict | None:
   or older."""
   reports = {}
   for name, source in run.config.data.eval.items():
-    path = report_path(run.workdir, source)
+    path = report_path(run.workdir, source, run.config.total_steps)
     if not os.path.isfile(path):
       return None
     with open(path) as f:

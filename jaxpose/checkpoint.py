@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -149,3 +154,46 @@ def require_checkpoints(workdir: str) -> str:
     raise FileNotFoundError(f'no checkpoint in {directory}: train first with '
                             f'`python -m jaxpose.train --config=... --workdir={workdir}`')
   return directory
+
+
+class WorkdirLockedError(OSError):
+  """Another training run holds the workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds ``workdir/train.lock`` while the body runs, so that a second training run on
+  the same workdir stops at once instead of racing the first one's checkpoints.
+
+  The lock is the OS's (``flock``), taken by process 0 for the whole run: the OS drops it
+  when that process ends, however it ends, so a crashed run leaves nothing stuck. The file
+  names the holder's host and pid for the message the other run gets.
+
+  Raises:
+    WorkdirLockedError: on every process, if another run holds the lock.
+  """
+  path = os.path.join(workdir, 'train.lock')
+  error = None
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:
+      f = stack.enter_context(open(path, 'a+'))
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.seek(0)
+        f.truncate()
+        f.write(f'host {socket.gethostname()}, pid {os.getpid()}\n')
+        f.flush()
+      except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or 'holder unknown'
+        error = WorkdirLockedError(f'{workdir} is in use by another training run ({holder}, '
+                                   f'holding {path}); wait for it to end or train in another '
+                                   '--workdir')
+    if jax.process_count() > 1:
+      locked = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+      if not locked and error is None:
+        error = WorkdirLockedError(f'{workdir} is in use by another training run (process 0 '
+                                   f'could not lock {path}; its log names the holder)')
+    if error is not None:
+      raise error
+    yield

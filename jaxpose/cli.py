@@ -6,12 +6,18 @@ Several processes (one per host, or several on one machine) join with either
 this process's id itself (TPU pods, SLURM, Open MPI: the ``launch/`` scripts pass it), or
 ``--coordinator_address --num_processes --process_id`` anywhere else. Without them the
 process runs alone.
+
+A user error (a bad flag, a config file that is missing or fails to load, an override of a
+key the config lacks, or a ``ValueError``/``OSError``/``FloatingPointError`` of the run,
+which name the flag, field or file at fault) ends the process with one line on stderr and
+exit status 1; ``--verbosity=1`` logs its traceback too.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -107,6 +113,11 @@ def initialize_distributed() -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+# Errors of the run that name what the user got wrong (config fields, files, flags, a
+# non-finite loss) rather than a bug of jaxpose.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
 def run(main, required=('config', 'workdir'), define_flags=None) -> None:
   """Defines the common flags and the program's own (``define_flags()``), then runs
   ``main`` under absl with the process set up."""
@@ -114,15 +125,81 @@ def run(main, required=('config', 'workdir'), define_flags=None) -> None:
   if define_flags is not None:
     define_flags()
   flags.mark_flags_as_required(list(required))
-  app.run(functools.partial(_set_up_and_run, main))
+  app.run(functools.partial(_set_up_and_run, main), flags_parser=_parse_flags)
 
 
 def _set_up_and_run(main, argv) -> None:
   # Both must happen before JAX starts its backend, and both read flags.
   if FLAGS.cpu_xla_flag:
     configure_cpu()
-  initialize_distributed()
-  # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  main(argv)
+  try:
+    initialize_distributed()
+    # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], 'GPU')
+    main(argv)
+  except USER_ERRORS as e:
+    logging.debug('The error in full:', exc_info=True)
+    _exit(_describe(e))
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """``app.parse_flags_with_usage`` with one line for any error, the config's included."""
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    _exit(_config_file_problem(argv) or _describe_flag_error(e))
+  # An override of a key the config lacks (ml_collections raises it while parsing).
+  except AttributeError as e:
+    _exit(f'a --config.* override names a key the config lacks: {_describe(e)}')
+  except (KeyError, TypeError, ValueError, OSError) as e:
+    _exit(_config_file_problem(argv) or f'--config: {_describe(e)}')
+  if 'config' in FLAGS and FLAGS['config'].present:
+    # A config file that fails to load stands in as an object raising on first use.
+    try:
+      FLAGS.config.get('seed')
+    except OSError as e:
+      _exit(_config_file_problem(argv) or f'--config: {_describe(e)}')
+  return rest
+
+
+def _config_file_problem(argv: list[str]) -> str | None:
+  """Names a ``--config`` file that does not exist (None if it exists or is not given)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      value = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    path = value.split(':', 1)[0]
+    if not os.path.isfile(path):
+      return (f'--config={value}: no file {path} (from {os.getcwd()}); expected a config '
+              'file, e.g. --config=configs/synthetic.py:smoke')
+  return None
+
+
+def _describe_flag_error(error: flags.Error) -> str:
+  """absl's message, or for a config file whose ``get_config`` raised (which absl gets as
+  the traceback in text) the flag and the first error of the chain."""
+  text = str(error)
+  if 'Traceback (most recent call last)' not in text:
+    return _describe(error)
+  first = error
+  while (first.__cause__ or first.__context__) is not None:
+    first = first.__cause__ or first.__context__
+  return f'{text.split(": ", 1)[0]}: {_describe(first)}'
+
+
+def _describe(error: BaseException) -> str:
+  """``error``'s message and notes on one line (unwrapping an error that wraps another as
+  its message, as ml_collections does with a KeyError, whose text is quoted)."""
+  while len(error.args) == 1 and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+  text = ' '.join([str(text), *getattr(error, '__notes__', ())])
+  return ' '.join(text.split()) or type(error).__name__
+
+
+def _exit(message: str) -> None:
+  sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')

@@ -67,9 +67,13 @@ def base_config() -> ConfigDict:
   ))
 
   c.data = ConfigDict()
-  c.data.data_dir = '~/tensorflow_datasets'
+  # Where the built datasets live; '' = TFDS's own default: $TFDS_DATA_DIR, else
+  # ~/tensorflow_datasets (jaxpose.data.tfds_io.resolve_data_dir).
+  c.data.data_dir = ''
   # Build a missing dataset (from its manual_dir, or generated for synthetic_humans).
   c.data.build_if_missing = True
+  # Of several processes, process 0 builds and the others wait this long for it.
+  c.data.build_timeout_s = 6 * 3600
   c.data.input_size = 256
   c.data.train = ConfigDict()  # name -> source(...)
   c.data.eval = ConfigDict()   # name -> source(...)
@@ -220,6 +224,60 @@ def table5_variants(studio: str) -> dict:
 
 
 VARIANTS = {'smoke': smoke, 'paper_model': paper_model}
+
+
+class ConfigError(ValueError):
+  """A config that cannot run, naming each field at fault and what it should be."""
+
+
+def validate(c: ConfigDict, training: bool = True) -> None:
+  """Checks ``c`` against the devices of this run before anything is built or written;
+  ``training`` adds the keys only training reads (evaluation runs a trained model's config
+  on whatever devices it has).
+
+  Raises:
+    ConfigError: naming every field at fault.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxpose.models import resnet  # pylint: disable=g-import-not-at-top
+  problems = []
+
+  def positive(key, value, also=''):
+    if not isinstance(value, int) or value < 1:
+      problems.append(f'config.{key}={value!r}: expected an integer >= 1{also}')
+      return False
+    return True
+
+  stride = resnet.stride(len(c.model.stage_sizes))
+  size = c.data.input_size
+  if positive('data.input_size', size) and size % stride:
+    problems.append(
+        f'config.data.input_size={size}: expected a multiple of the network\'s stride '
+        f'{stride} (model.stage_sizes has {len(c.model.stage_sizes)} stages), e.g. '
+        f'{max(stride, size // stride * stride)}: each heatmap cell must cover '
+        f'{stride}×{stride} whole pixels')
+  processes = jax.process_count()
+  if positive('eval_batch_size', c.eval_batch_size) and c.eval_batch_size % processes:
+    problems.append(f'config.eval_batch_size={c.eval_batch_size}: expected a multiple of '
+                    f'the {processes} processes')
+  if training:
+    devices = jax.device_count()
+    if positive('batch_size', c.batch_size) and c.batch_size % devices:
+      problems.append(f'config.batch_size={c.batch_size}: expected a multiple of the '
+                      f'{devices} devices (every device gets an equal share)')
+    positive('total_steps', c.total_steps)
+    for key in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps',
+                'keep_checkpoints'):
+      positive(key, c[key])
+    if not isinstance(c.image_every_steps, int) or c.image_every_steps < 0:
+      problems.append(f'config.image_every_steps={c.image_every_steps!r}: expected an '
+                      'integer >= 0 (0 = no pictures)')
+    if c.init.checkpoint and c.init.backbone:
+      problems.append(f'config.init.checkpoint={c.init.checkpoint} and '
+                      f'config.init.backbone={c.init.backbone} both initialise the '
+                      'backbone: set one of them')
+  if problems:
+    raise ConfigError('; '.join(problems))
 
 
 def apply_variant(c: ConfigDict, arg: str | None, variants: dict | None = None) -> ConfigDict:

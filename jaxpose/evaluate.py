@@ -1,9 +1,10 @@
 """Restore a checkpoint and evaluate it on every evaluation split of its config.
 
 ``python -m jaxpose.evaluate --config=configs/synthetic.py --workdir=DIR [--step=N]``
-writes, for each split, ``DIR/eval/<dataset>_<split>.json`` (the protocol's report),
-``.md`` (its tables) and ``_pck.png`` (PCK against threshold). The train loop calls
-``evaluate_all`` periodically with the live state.
+writes, for each split, ``DIR/eval/<step>/<dataset>_<split>.json`` (the protocol's report),
+``.md`` (its tables) and ``_pck.png`` (PCK against threshold), each file complete or not
+at all (written aside and renamed). The train loop calls ``evaluate_all`` periodically with
+the live state.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jax.experimental import multihost_utils
 
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import metrics
 from jaxpose import parallel
@@ -118,9 +120,9 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
                  workdir: str, step: int, writer=None, mean_pose=None) -> dict:
   """Evaluates ``variables`` (params and batch_stats) with ``predict_fn``
   (``make_predict_fn``) on every split of ``config.data.eval``; writes JSON, Markdown and a
-  PCK plot per split under ``workdir/eval`` and scalars to ``writer``. Returns the
+  PCK plot per split under ``workdir/eval/<step>`` and scalars to ``writer``. Returns the
   reports."""
-  out_dir = os.path.join(workdir, 'eval')
+  out_dir = os.path.join(workdir, 'eval', str(step))
   reports = {}
   for name in sorted(config.data.eval):
     source_config = config.data.eval[name]
@@ -138,12 +140,29 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       stem = os.path.join(out_dir, f'{source_config.dataset}_{source_config.split}')
-      with open(stem + '.json', 'w') as f:
-        json.dump(report, f, indent=1)
-      with open(stem + '.md', 'w') as f:
-        f.write(protocols.to_markdown(report))
-      protocols.plot_pck(pred, gt, valid, stem + '_pck.png')
+      _write_atomically(stem + '.json', lambda p: _write_text(p, json.dumps(report, indent=1)))
+      _write_atomically(stem + '.md', lambda p: _write_text(p, protocols.to_markdown(report)))
+      _write_atomically(stem + '_pck.png', lambda p: protocols.plot_pck(pred, gt, valid, p))
   return reports
+
+
+def _write_atomically(path: str, write) -> None:
+  """``write(temporary path)`` beside ``path``, then renamed onto it: an interrupted
+  evaluation leaves the old file or the new one, never half of one."""
+  directory, name = os.path.split(path)
+  # The temporary name keeps the extension (the PNG writer goes by it).
+  temporary = os.path.join(directory, f'.tmp-{os.getpid()}-{name}')
+  try:
+    write(temporary)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def _write_text(path: str, text: str) -> None:
+  with open(path, 'w') as f:
+    f.write(text)
 
 
 def prediction_pictures(predict_fn, variables, batch: dict, local_batch: dict,
@@ -169,6 +188,7 @@ def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Restores the model variables of ``workdir``'s checkpoint (the latest, or ``step``) into
   the current mesh and evaluates them on every evaluation split of ``config``. Only the
   model is read, so the optimiser settings of ``config`` need not match the run's."""
+  config_lib.validate(config, training=False)
   checkpoint.require_checkpoints(workdir)
   ckpt = checkpoint.Checkpointer(workdir)
   try:

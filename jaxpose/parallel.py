@@ -13,6 +13,7 @@ import itertools
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -74,6 +75,12 @@ def jit_summary(summary_fn, mesh: Mesh, variable_shardings):
   """``summary_fn(variables, batch) -> small outputs`` (scalars, norms), replicated."""
   return jax.jit(summary_fn, in_shardings=(variable_shardings, batch_sharding(mesh)),
                  out_shardings=replicated(mesh))
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """Whether every leaf of ``tree`` is finite: one reduction where the leaves live."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def jit_local(fn, static_argnums=()):

@@ -28,6 +28,7 @@ from clu import periodic_actions
 
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import config as config_lib
 from jaxpose import evaluate
 from jaxpose import losses
 from jaxpose import parallel
@@ -90,23 +91,35 @@ def _check_finite(values: dict[str, np.ndarray], first_step: int, ckpt) -> None:
     return
   row = int(bad_rows[0])
   terms = ', '.join(f'{k}={values[k][row]}' for k in watched if not np.isfinite(values[k][row]))
+  _stop(ckpt, f'in steps {first_step}-{first_step + len(values["loss"]) - 1}, first at step '
+              f'{first_step + row}: {terms}')
+
+
+def _stop(ckpt: checkpoint.Checkpointer, where: str):
+  # Every save checks its window first, so the last checkpoint predates the bad values.
+  ckpt.wait()
   last = ckpt.latest_step()
-  kept = (f'the last checkpoint, step {last} in {ckpt.directory}, was saved before it and '
-          'holds a finite state' if last is not None else
-          f'no checkpoint was written to {ckpt.directory}')
-  raise NonFiniteLossError(
-      f'non-finite values in steps {first_step}-{first_step + len(values["loss"]) - 1}, '
-      f'first at step {first_step + row}: {terms}; training stopped, {kept}')
+  kept = (f'the last good checkpoint is step {last} in {ckpt.directory}' if last is not None
+          else f'no checkpoint was written yet (in {ckpt.directory})')
+  raise NonFiniteLossError(f'non-finite values {where}; training stopped, {kept}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
-  on ``config.data.eval`` periodically and at the end. Returns the final state."""
-  if config.init.checkpoint and config.init.backbone:
-    raise ValueError(f'config.init.checkpoint={config.init.checkpoint} and '
-                     f'config.init.backbone={config.init.backbone} both initialise the '
-                     'backbone: set one of them')
+  on ``config.data.eval`` periodically and at the end. Returns the final state.
+
+  Raises:
+    config.ConfigError: before anything is written, for a config that cannot run.
+    checkpoint.WorkdirLockedError: if another training run is using ``workdir``.
+  """
+  config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  with checkpoint.workdir_lock(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict,
+                        workdir: str) -> state_lib.TrainState:
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
   tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
@@ -188,6 +201,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         evaluate.evaluate_all(config, predict_fn, state.variables(), mesh, workdir, step,
                               writer, mean_pose)
       if save:
+        # The optimiser state and batch statistics too: nothing non-finite is saved.
+        if not parallel.all_finite(state):
+          _stop(ckpt, f'at step {step}: the train state (optimiser state or batch '
+                      'statistics) is not finite')
         ckpt.save(step, state, meta(step))
   finally:
     ckpt.wait()

@@ -37,7 +37,7 @@ def test_the_study_trains_stage_1_once_and_every_row_from_it(study):
     assert init['checkpoint'] == str(workdir / 'stage1') and init['step'] == 6
     assert init['config']['loss']['pose_3d'] == 0.0  # stage 1: heatmaps only
   # The table holds the runs' own reports: with one seed its mean is that run's number.
-  report = json.loads((workdir / 'baseline_seed0' / 'eval' /
+  report = json.loads((workdir / 'baseline_seed0' / 'eval' / '6' /
                        'synthetic_humans_wild_test.json').read_text())
   assert (result['table']['baseline']['wild_test']['global_scale']['pck']
           == dict(mean=report['global_scale_pck'], std=None, n=1))

@@ -1,10 +1,15 @@
-"""Every experiment config loads, with each of its variants, and its keys are known."""
+"""Every experiment config loads, with each of its variants, and its keys are known; a
+config that cannot run is refused, naming its fields, before anything is written."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 
 from jaxpose import config as base
 from jaxpose import train
-from conftest import load_config
+from conftest import REPO, load_config
 
 EXPERIMENTS = {
     'synthetic': ['', 'smoke'],
@@ -22,6 +27,7 @@ def test_config_loads_with_only_known_keys(name, variant):
   for section in ('model', 'optim', 'loss'):
     assert set(config[section]) == set(defaults[section]), section
   assert sum(s.fraction for s in config.data.train.values()) == pytest.approx(1.0)
+  base.validate(config)
 
 
 def test_table5_variants_switch_the_right_losses():
@@ -47,6 +53,52 @@ def test_unknown_variant_is_named():
     load_config('synthetic', 'smok')
 
 
+def test_validate_names_every_field_at_fault(tmp_path):
+  config = load_config('synthetic')
+  config.update_from_flattened_dict({'batch_size': 12, 'total_steps': -1,
+                                     'data.input_size': 70, 'eval_batch_size': 0,
+                                     'checkpoint_every_steps': 0})
+  with pytest.raises(base.ConfigError) as error:
+    train.train_and_evaluate(config, str(tmp_path / 'work'))
+  for expected in ('config.batch_size=12: expected a multiple of the 8 devices',
+                   'config.total_steps=-1: expected an integer >= 1',
+                   "config.data.input_size=70: expected a multiple of the network's stride 16",
+                   'config.eval_batch_size=0: expected an integer >= 1',
+                   'config.checkpoint_every_steps=0: expected an integer >= 1'):
+    assert expected in str(error.value)
+  assert not (tmp_path / 'work').exists()
+  config = load_config('synthetic')
+  config.batch_size = 0
+  with pytest.raises(base.ConfigError, match=r'config.batch_size=0: expected an integer >= 1'):
+    base.validate(config)
+  # Evaluation runs a trained config on whatever devices it has: batch_size is not its.
+  config.batch_size = 12
+  base.validate(config, training=False)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=configs/nothere.py'], '--config=configs/nothere.py: no file configs/nothere.py'),
+    (['--config=configs/synthetic.py:smok'],
+     "flag --config=configs/synthetic.py:smok: unknown config variant 'smok'; known: "
+     "['paper_model', 'smoke']"),
+    (['--config=configs/synthetic.py:smoke', '--config.batchsize=8'],
+     'a --config.* override names a key the config lacks: \'batchsize\' Did you mean '
+     '"batch_size" instead of "batchsize"?'),
+    (['--config=configs/synthetic.py:smoke', '--config.batch_size=12'],
+     'config.batch_size=12: expected a multiple of the 8 devices'),
+])
+def test_bad_config_gets_one_line_and_nothing_written(tmp_path, args, message):
+  workdir = tmp_path / 'work'
+  result = subprocess.run([sys.executable, '-m', 'jaxpose.train', *args, f'--workdir={workdir}'],
+                          cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 1
+  last = result.stderr.splitlines()[-1]
+  assert last.startswith('train.py: error: ') and message in last, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()
+
+
 def test_full_config_trains_on_the_fake_benchmark_data(tmp_path):
   """All four benchmark builders build from their dummy_data (the real on-disk layouts)
   and feed one mixed batch stream."""
@@ -56,5 +108,5 @@ def test_full_config_trains_on_the_fake_benchmark_data(tmp_path):
   config.image_every_steps = 0
   state = train.train_and_evaluate(config, str(tmp_path / 'work'))
   assert int(state.step) == 2
-  assert (tmp_path / 'work' / 'eval' / 'mpi_inf_3dhp_test.json').exists()
-  assert (tmp_path / 'work' / 'eval' / 'h36m_test.json').exists()
+  assert (tmp_path / 'work' / 'eval' / '2' / 'mpi_inf_3dhp_test.json').exists()
+  assert (tmp_path / 'work' / 'eval' / '2' / 'h36m_test.json').exists()

@@ -2,6 +2,7 @@
 and the named errors."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -21,6 +22,7 @@ from conftest import load_config
 def trained(tmp_path_factory):
   config = load_config('synthetic')
   config.total_steps = 2
+  config.checkpoint_every_steps = 1
   config.image_every_steps = 0
   workdir = str(tmp_path_factory.mktemp('evaluate'))
   state = train.train_and_evaluate(config, workdir)
@@ -61,15 +63,37 @@ def test_restore_and_evaluate_writes_reports(trained):
   config.optim.grad_clip_norm = 1.0
   reports = evaluate.restore_and_evaluate(config, workdir)
   assert set(reports) == {'wild_test', 'studio_test'}
-  with open(f'{workdir}/eval/synthetic_humans_wild_test.json') as f:
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.json') as f:
     saved = json.load(f)
   assert saved['step'] == 2 and saved['num_examples'] == 16
   assert saved['mean_pose_mpjpe'] > 0
-  with open(f'{workdir}/eval/synthetic_humans_wild_test.md') as f:
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.md') as f:
     table = f.read()
   assert '| All | 16 |' in table
-  with open(f'{workdir}/eval/synthetic_humans_wild_test_pck.png', 'rb') as f:
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_test_pck.png', 'rb') as f:
     assert f.read(4) == b'\x89PNG'
+
+
+def _files(directory: pathlib.Path) -> dict:
+  return {p.relative_to(directory): p.read_bytes() for p in directory.rglob('*')
+          if p.is_file()}
+
+
+def test_other_steps_reports_survive_step_and_failing_evaluations(trained):
+  config, workdir, _ = trained
+  eval_dir = pathlib.Path(workdir) / 'eval'
+  before = _files(eval_dir / '2')
+  assert before
+  reports = evaluate.restore_and_evaluate(config, workdir, step=1)
+  assert reports['wild_test']['step'] == 1
+  assert json.loads((eval_dir / '1' / 'synthetic_humans_wild_test.json').read_text())[
+      'step'] == 1
+  broken = config.copy_and_resolve_references()
+  broken.data.eval.wild_test.split = 'wild_validation'   # fails after studio_test
+  with pytest.raises(ValueError, match="no split 'wild_validation'"):
+    evaluate.restore_and_evaluate(broken, workdir, step=1)
+  assert _files(eval_dir / '2') == before
+  assert not [p for p in eval_dir.rglob('*') if p.name.startswith('.tmp-')]
 
 
 def test_missing_checkpoint_is_named(tmp_path):

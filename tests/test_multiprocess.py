@@ -1,5 +1,7 @@
 """Two real processes on 127.0.0.1 (2 CPU devices each) against one process with 4 devices:
-the same training, a checkpoint one process restores, every evaluation example counted once.
+the same training, a checkpoint one process restores, every evaluation example counted once;
+and `python -m jaxpose.train` in two processes on an empty data dir: built once, the same
+pose statistics as one process computes.
 """
 
 import functools
@@ -20,6 +22,7 @@ from jaxpose import evaluate
 from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
+from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
 from jaxpose.models import posenet
 from conftest import REPO, load_config
@@ -68,7 +71,7 @@ def runs(tmp_path_factory):
   """Starts the two processes, trains the same steps in this one meanwhile, and returns
   (workdir of the two, this process's state, mesh, model, shardings)."""
   config = _config()
-  # Built here once: two processes building the same dataset at once would collide.
+  # Built here once, before the processes start (their own build is tested below).
   tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', config.data.data_dir,
                                            config.data.eval[worker.EVAL_SOURCE].builder_config))
   workdir = tmp_path_factory.mktemp('two_processes')
@@ -86,21 +89,34 @@ def runs(tmp_path_factory):
              *(f'--config.{k}={v}' for k, v in OVERRIDES.items()),
              f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
              f'--num_processes={PROCESSES}']
-  logs = [workdir / f'process_{i}.log' for i in range(PROCESSES)]
-  processes = [subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
-                                stdout=open(log, 'w'), stderr=subprocess.STDOUT)
-               for i, log in enumerate(logs)]
+  processes = _start(command, env, workdir)
   try:
     state, mesh, model, shardings = _train_one_process(config, batches)
-    for process in processes:
-      process.wait(timeout=WORKER_TIMEOUT_S)
   finally:
-    for process in processes:
+    _wait(processes, WORKER_TIMEOUT_S)
+  return workdir, state, mesh, model, shardings
+
+
+def _start(command: list[str], env: dict, log_dir: pathlib.Path) -> list:
+  """(process, log) of each of the PROCESSES processes running ``command``."""
+  logs = [log_dir / f'process_{i}.log' for i in range(PROCESSES)]
+  return [(subprocess.Popen(command + [f'--process_id={i}'], cwd=REPO, env=env,
+                            stdout=open(log, 'w'), stderr=subprocess.STDOUT), log)
+          for i, log in enumerate(logs)]
+
+
+def _wait(processes: list, timeout: float) -> None:
+  """Waits for ``_start``'s processes (killed after ``timeout`` s); each must succeed."""
+  try:
+    for process, _ in processes:
+      process.wait(timeout=timeout)
+  finally:
+    for process, _ in processes:
       if process.poll() is None:
         process.kill()
-  for process, log in zip(processes, logs):
+  for process, log in processes:
     assert process.returncode == 0, f'{log}:\n{log.read_text()[-3000:]}'
-  return workdir, state, mesh, model, shardings
+
 
 
 def test_two_processes_train_and_checkpoint_like_one(runs):
@@ -131,3 +147,24 @@ def test_evaluation_counts_every_example_once(runs):
       builder.info.splits[source.split].num_examples)
   for key in ('mpjpe', 'pa_mpjpe', 'n_mpjpe', 'pck', 'auc'):
     np.testing.assert_allclose(together[key], alone[key], rtol=1e-5, err_msg=key)
+
+
+def test_two_processes_build_the_dataset_once_and_train(tmp_path):
+  """The data dir is given only by TFDS_DATA_DIR and empty: process 0 builds while process 1
+  waits; the pose statistics (in the checkpoint: the mean pose) come from the whole split."""
+  data_dir, workdir = tmp_path / 'tfds', tmp_path / 'work'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu', TFDS_DATA_DIR=str(data_dir))
+  command = [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
+             '--config.total_steps=2', '--config.image_every_steps=0', f'--workdir={workdir}',
+             f'--coordinator_address=127.0.0.1:{_free_port()}', f'--num_processes={PROCESSES}']
+  processes = _start(command, env, tmp_path)
+  # Each process also builds or waits for the build, compiles and evaluates.
+  _wait(processes, 2 * WORKER_TIMEOUT_S)
+  assert [log.read_text().count('Building synthetic_humans/smoke')
+          for _, log in processes] == [1, 0]
+  config = load_config('synthetic')
+  config.data.data_dir = str(data_dir)
+  alone = pipeline.TrainStream(config).mean_pose
+  together = checkpoint.Checkpointer(str(workdir)).read_meta()['mean_training_pose']
+  np.testing.assert_allclose(together, alone, rtol=1e-6)

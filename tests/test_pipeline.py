@@ -1,6 +1,9 @@
 """The input pipeline: labels move with the pixels, sources mix in the configured
 proportion, and the stream is deterministic and resumable."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,7 +12,8 @@ from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
-from conftest import load_config
+from jaxpose.data import tfds_io
+from conftest import DATA_DIR, load_config
 
 J = skeleton.NUM_JOINTS
 
@@ -211,3 +215,33 @@ def test_background_sources_must_be_training_sources():
   config.data.augment.background = 0.0
   with pytest.raises(ValueError, match='augment.background is 0'):
     pipeline.TrainStream(config)
+
+
+def test_data_dir_defaults_to_tfds_data_dir(monkeypatch, tmp_path):
+  assert config_lib.base_config().data.data_dir == ''
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  builder = tfds_io.get_builder('synthetic_humans', '', 'smoke')
+  assert str(builder.data_dir).startswith(str(tmp_path / 'synthetic_humans'))
+  monkeypatch.delenv('TFDS_DATA_DIR')
+  assert tfds_io.resolve_data_dir('') == os.path.expanduser('~/tensorflow_datasets')
+  # A data_dir that is set wins over the variable.
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  assert tfds_io.resolve_data_dir('~/elsewhere') == os.path.expanduser('~/elsewhere')
+
+
+def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
+  config = load_config('synthetic')
+  tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
+  shutil.copytree(DATA_DIR, tmp_path, dirs_exist_ok=True)
+  config.data.data_dir = str(tmp_path)
+  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  [shard] = [p for p in builder.data_path.iterdir() if 'studio_train.array_record' in p.name]
+  data = shard.read_bytes()
+  shard.write_bytes(data[:len(data) // 2])
+  message = (rf"{shard}: unreadable shard of synthetic_humans/smoke/1.1.0, split "
+             rf"'studio_train' .*delete that folder and build it again")
+  with pytest.raises(ValueError, match=rf"data source 'studio': {message}"):
+    pipeline.open_source('studio', config.data.train.studio, config.data)
+  # What `python -m jaxpose.data.build` runs: an existing build is checked, not trusted.
+  with pytest.raises(ValueError, match=message):
+    tfds_io.ensure_built(builder)

@@ -1,5 +1,9 @@
 """The synthetic humans: poses inside their limits, exact labels, splits, and pictures."""
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -7,6 +11,7 @@ from scipy import ndimage
 
 from jaxpose import geometry, skeleton, visualize
 from jaxpose.data import crops, synthetic, tfds_io
+from conftest import REPO
 
 J = skeleton.JOINT_INDEX
 SIDES = ('l', 'r')
@@ -204,3 +209,40 @@ def test_command_line_writes_the_sample_sheet(tmp_path):
   synthetic.main(['--show', '2', '--out', str(tmp_path), '--image_size', '64'])
   sheet = np.asarray(Image.open(tmp_path / 'synthetic_samples.png'))
   assert sheet.shape == (2 * 66 + 2, 2 * 66 + 2, 3)
+
+
+_POOL_PARENT = '''
+import multiprocessing, os, time
+from concurrent import futures
+from jaxpose.data import synthetic
+pool = futures.ProcessPoolExecutor(1, multiprocessing.get_context('spawn'),
+                                   initializer=synthetic.exit_with_parent,
+                                   initargs=(os.getpid(),))
+print(pool.submit(os.getpid).result(), flush=True)
+time.sleep(600)
+'''
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().split(')')[-1].split()[0] != 'Z'
+  except FileNotFoundError:
+    return False
+
+
+def test_render_workers_end_with_a_killed_build():
+  """The synthetic_humans builder's pool: its parent killed with SIGKILL (which cannot
+  shut the pool down), the workers end by themselves."""
+  parent = subprocess.Popen([sys.executable, '-c', _POOL_PARENT], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    worker = int(parent.stdout.readline())
+    assert _alive(worker)
+  finally:
+    parent.kill()
+    parent.wait()
+  deadline = time.monotonic() + 10
+  while _alive(worker) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert not _alive(worker)

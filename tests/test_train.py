@@ -1,6 +1,10 @@
 """The train step and loop: sharding, resumption, and stopping on a non-finite loss."""
 
 import functools
+import os
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,7 +16,7 @@ from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
-from conftest import load_config
+from conftest import REPO, load_config
 
 
 def _run_steps(config, devices, batches):
@@ -103,7 +107,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     return batch
 
   monkeypatch.setattr(train.pipeline.TrainStream, '__next__', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match=r'step 5: .*loss_pose_3d=nan'):
+  with pytest.raises(train.NonFiniteLossError, match=r'step 5: .*loss_pose_3d=nan.*the last '
+                     r'good checkpoint is step 4 in'):
     train.train_and_evaluate(config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 4
@@ -114,3 +119,43 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
   restored, _ = ckpt.restore(state)
   assert int(restored.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.params)))
+
+
+def test_a_step_that_breaks_the_state_is_never_saved(tmp_path):
+  """The losses of step 1 are finite (computed before the update) but a learning rate
+  that overflows float32 makes its parameters non-finite: nothing may be saved."""
+  config = load_config('synthetic')
+  config.optim.learning_rate = 1e39
+  config.checkpoint_every_steps = 1
+  config.image_every_steps = 0
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'step 1: param_norm=(nan|inf); .*no checkpoint was written yet'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() is None
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused(tmp_path):
+  config = load_config('synthetic')
+  with checkpoint.workdir_lock(str(tmp_path)):
+    with pytest.raises(checkpoint.WorkdirLockedError,
+                       match=rf'in use by another training run \(host .*, pid {os.getpid()},'):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_a_killed_run_leaves_the_workdir_free(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time; from jaxpose import checkpoint\n'
+       'with checkpoint.workdir_lock(sys.argv[1]):\n  print("locked", flush=True)\n'
+       '  time.sleep(600)', str(tmp_path)],
+      cwd=REPO, stdout=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(checkpoint.WorkdirLockedError, match=f'pid {holder.pid}'):
+      with checkpoint.workdir_lock(str(tmp_path)):
+        pass
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with checkpoint.workdir_lock(str(tmp_path)):
+    assert f'pid {os.getpid()}' in (tmp_path / 'train.lock').read_text()

@@ -13,7 +13,6 @@ import dataclasses
 from absl import logging
 from etils import epath
 import numpy as np
-import scipy.io
 import tensorflow_datasets as tfds
 
 from jaxpose import skeleton
@@ -132,8 +131,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
 def read_joints(path: epath.Path) -> np.ndarray:
   """(N, 14, 3) x, y, flag from a joints.mat stored 3×14×N (LSP) or 14×3×N (LSPET)."""
-  with path.open('rb') as f:
-    mat = scipy.io.loadmat(f)
+  mat = readers.load_mat_v5(path, 'the joints.mat of lsp_dataset.zip or lspet_dataset.zip')
   if 'joints' not in mat:
     raise ValueError(f'{path}: no variable "joints"; expected the joints.mat of '
                      'lsp_dataset.zip or lspet_dataset.zip')

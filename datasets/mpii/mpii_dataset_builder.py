@@ -19,6 +19,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from jaxpose import skeleton
+from jaxpose.data import crops
 from jaxpose.data import readers
 from jaxpose.data import features
 
@@ -135,9 +136,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           # A person box needs two joints; MPII has rects with no or one point.
           skipped['people with fewer than 2 valid joints'] += 1
           continue
-        yield person.key, readers.example_2d(
-            image, joints, valid, self.builder_config.image_size,
-            sequence=person.image, action=person.action, frame=person.frame)
+        try:
+          example = readers.example_2d(
+              image, joints, valid, self.builder_config.image_size,
+              sequence=person.image, action=person.action, frame=person.frame)
+        except crops.BadJointsError as e:
+          raise ValueError(f'{path}: person {person.key} (image {person.image}): {e}'
+                           ) from e
+        yield person.key, example
     if skipped:
       logging.warning('%s: skipped %s.', path,
                       ', '.join(f'{what}: {n}' for what, n in skipped.items()))
@@ -151,8 +157,9 @@ def read_mat(path: epath.Path) -> Iterator[_Person]:
   (0/1, '0'/'1' or empty) only marks occlusion and is not read: a joint is valid when it
   has a point.
   """
-  with path.open('rb') as f:
-    mat = scipy.io.loadmat(f, struct_as_record=False, squeeze_me=True)
+  mat = readers.load_mat_v5(path, 'mpii_human_pose_v1_u12_1.mat of '
+                            'mpii_human_pose_v1_u12_2.zip', struct_as_record=False,
+                            squeeze_me=True)
   if 'RELEASE' not in mat:
     raise ValueError(f'{path}: no RELEASE struct; expected mpii_human_pose_v1_u12_1.mat '
                      'of mpii_human_pose_v1_u12_2.zip')

@@ -165,6 +165,24 @@ class BadDataTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r'mpii_train.json: record 1 .*\(14, 2\).*\(16, 2\)'):
       _build(self, self.manual_dir)
 
+  def test_corrupt_joint_is_named(self):
+    path = self.manual_dir / 'annotations' / 'mpii_train.json'
+    for value, message in ((None, r'\(nan, .*\); expected finite pixels'),
+                           (1e12, r'\(1e\+12, .*\), more than the image\'s size')):
+      records = json.loads(TRAIN_JSON.read_text())
+      records[1]['joints'][3][0] = value   # a labelled joint: JSON null or far away
+      path.write_text(json.dumps(records))
+      with self.assertRaisesRegex(ValueError, r'mpii_train.json: person 1 \(image mpii_a.jpg\): '
+                                  r'joint \d+ is labelled at ' + message):
+        _build(self, self.manual_dir)
+
+  def test_truncated_mat_is_named(self):
+    path = self.manual_dir / 'mpii_human_pose_v1_u12_2' / 'mpii_human_pose_v1_u12_1.mat'
+    path.write_bytes(MAT.read_bytes()[:700])
+    with self.assertRaisesRegex(ValueError, 'mpii_human_pose_v1_u12_1.mat: not a readable '
+                                'MATLAB v5 file'):
+      _build(self, self.manual_dir, 'mat')
+
   def test_not_a_release(self):
     path = self.manual_dir / 'mpii_human_pose_v1_u12_2' / 'mpii_human_pose_v1_u12_1.mat'
     scipy.io.savemat(path, {'joints': np.zeros((3, 14, 2))})

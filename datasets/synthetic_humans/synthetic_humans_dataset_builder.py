@@ -11,6 +11,7 @@ from concurrent import futures
 import dataclasses
 import functools
 import multiprocessing
+import os
 
 import tensorflow_datasets as tfds
 
@@ -48,7 +49,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # encodes and writes an example in about a sixth of the time a worker takes to render
     # one: four workers leave it headroom and bound the memory they take.
     workers = min(multiprocessing.cpu_count(), 4)
-    self._pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'))
+    self._pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'),
+                                             initializer=synthetic.exit_with_parent,
+                                             initargs=(os.getpid(),))
     try:
       super().download_and_prepare(**kwargs)
     finally:

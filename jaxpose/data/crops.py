@@ -31,6 +31,25 @@ def tight_box(joints_2d: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, flo
   return (lo + hi) / 2.0, max(side, 1.0)
 
 
+class BadJointsError(ValueError):
+  """Labelled joints that cannot give a person box: not finite, or far outside the image."""
+
+
+def check_joints(joints_2d: np.ndarray, valid: np.ndarray, image_shape) -> None:
+  """Raises ``BadJointsError`` for a valid joint that is not finite or lies more than the
+  image's own size outside it (people cut by the border are labelled a little outside;
+  farther out a label is corrupt and its crop would be black)."""
+  points = np.asarray(joints_2d, np.float64)
+  height, width = image_shape[:2]
+  for j in np.flatnonzero(valid):
+    x, y = points[j]
+    if not (np.isfinite(x) and np.isfinite(y)):
+      raise BadJointsError(f'joint {j} is labelled at ({x}, {y}); expected finite pixels')
+    if not (-width <= x <= 2 * width and -height <= y <= 2 * height):
+      raise BadJointsError(f'joint {j} is labelled at ({x:.6g}, {y:.6g}), more than the '
+                           f'image\'s size ({width}×{height} pixels) outside it')
+
+
 def cut(image: np.ndarray, centre, side: float, out_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Cuts the square (centre, side) out of ``image`` (H, W, 3 uint8) at ``out_size`` pixels.
 
@@ -56,11 +75,15 @@ def person_crop(image: np.ndarray, joints_2d: np.ndarray, valid: np.ndarray,
     focal, principal: (2,) the frame's intrinsics, or None when unknown.
     mask: None, or (H, W, 3) uint8 masks of the frame, cut exactly like ``image``.
 
+  Raises:
+    BadJointsError: see ``check_joints``.
+
   Returns:
     ``image`` (out_size, out_size, 3) uint8, ``joints_2d`` in crop pixels, ``matrix``
     (frame → crop), ``focal``/``principal`` of the crop (zeros when unknown) and, with
     ``mask``, ``mask`` (out_size, out_size, 3) uint8.
   """
+  check_joints(joints_2d, valid, np.shape(image))
   centre, side = tight_box(joints_2d, valid)
   crop, matrix = cut(image, centre, side * STORE_MARGIN, out_size)
   extra = {} if mask is None else {

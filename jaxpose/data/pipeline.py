@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
@@ -45,12 +45,14 @@ META_KEYS = ('subject', 'sequence', 'action', 'scene', 'camera', 'frame')
 
 @dataclasses.dataclass
 class Source:
-  """One opened dataset split: this process's share of it, readable by index."""
+  """One opened dataset split: this process's share of it, readable by index, and the
+  whole split (for statistics that must not depend on the number of processes)."""
   name: str
   builder: tfds.core.DatasetBuilder
   split: str
   records: object  # array_record random-access reader: records[i] -> serialized bytes
   num_global: int
+  global_records: object  # the same over every process's share
 
   def __len__(self):
     return len(self.records)
@@ -60,18 +62,7 @@ def open_source(name: str, source_config, data_config, limit: int = 0) -> Source
   """Opens ``source_config`` (see ``jaxpose.config.source``), building it if allowed;
   ``limit`` > 0 keeps the split's first ``limit`` examples (before the per-process split, so
   that the same examples count whatever the number of processes)."""
-  data_dir = os.path.expanduser(data_config.data_dir)
-  builder = tfds_io.get_builder(source_config.dataset, data_dir,
-                                source_config.builder_config or None)
-  if not builder.is_prepared():
-    if not data_config.build_if_missing:
-      raise FileNotFoundError(
-          f'data source {name!r}: dataset {source_config.dataset} is not built under '
-          f'{data_dir} (config.data.data_dir); build it with `python -m jaxpose.data.build '
-          f'--dataset={source_config.dataset} --manual_dir=...` or set '
-          f'config.data.build_if_missing=True')
-    logging.info('Building %s into %s', builder.info.full_name, data_dir)
-    tfds_io.ensure_built(builder, source_config.manual_dir or None)
+  builder = _prepared_builder(name, source_config, data_config)
   if source_config.split not in builder.info.splits:
     raise ValueError(f'data source {name!r}: {builder.info.full_name} has no split '
                      f'{source_config.split!r}; it has {sorted(builder.info.splits)}')
@@ -81,14 +72,62 @@ def open_source(name: str, source_config, data_config, limit: int = 0) -> Source
   else:
     split = source_config.split
   num_global = builder.info.splits[split].num_examples
-  split = tfds.split_for_jax_process(split)
   try:
-    records = builder.as_data_source(split).data_source
+    records = builder.as_data_source(tfds.split_for_jax_process(split)).data_source
+    global_records = builder.as_data_source(split).data_source
   except Exception as e:  # A tfrecord build has no random access.
     raise ValueError(f'data source {name!r}: cannot read {builder.data_dir} by index '
                      f'({e}); rebuild it with `python -m jaxpose.data.build` (array_record)'
                      ) from e
-  return Source(name, builder, source_config.split, records, num_global)
+  try:
+    tfds_io.check_readable(builder, split)
+  except ValueError as e:
+    raise ValueError(f'data source {name!r}: {e}') from e
+  return Source(name, builder, source_config.split, records, num_global, global_records)
+
+
+def _prepared_builder(name: str, source_config, data_config) -> tfds.core.DatasetBuilder:
+  """The builder of ``source_config``, its dataset built first if missing and
+  ``data_config.build_if_missing``. Of several processes, process 0 builds while the others
+  wait for it at a barrier (up to ``data_config.build_timeout_s``), so the data dir must be
+  one folder that all of them see."""
+  data_dir = tfds_io.resolve_data_dir(data_config.data_dir)
+  get = lambda: tfds_io.get_builder(source_config.dataset, data_dir,
+                                    source_config.builder_config or None)
+  builder = get()
+  if not builder.is_prepared() and not data_config.build_if_missing:
+    raise FileNotFoundError(
+        f'data source {name!r}: dataset {source_config.dataset} is not built under '
+        f'{data_dir} (config.data.data_dir); build it with `python -m jaxpose.data.build '
+        f'--dataset={source_config.dataset} --manual_dir=...` or set '
+        f'config.data.build_if_missing=True')
+  if jax.process_index() == 0 and not builder.is_prepared():
+    logging.info('Building %s into %s', builder.info.full_name, data_dir)
+    try:
+      tfds_io.ensure_built(builder, source_config.manual_dir or None)
+    except Exception as e:
+      e.add_note(f'(building data source {name!r}, {builder.info.full_name}, into '
+                 f'{data_dir})')
+      raise
+  if jax.process_count() == 1:
+    return builder
+  try:
+    ocp.multihost.get_barrier_sync_fn()(key=f'jaxpose_build_{name}',
+                                        timeout_ms=int(data_config.build_timeout_s * 1000))
+  except Exception as e:  # The coordination service's deadline error has no own type.
+    raise TimeoutError(
+        f'data source {name!r}: process {jax.process_index()} waited '
+        f'{data_config.build_timeout_s} s (config.data.build_timeout_s) for process 0 to '
+        f'build or find {builder.info.full_name} in {data_dir} ({e})') from e
+  if jax.process_index() > 0:
+    builder = get()  # The first one's DatasetInfo was read before the build: no splits.
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'data source {name!r}: process 0 built or found {builder.info.full_name} in '
+        f'{data_dir}, but process {jax.process_index()} does not see it there; '
+        'config.data.data_dir must be one folder every process shares (or build the '
+        'dataset on every host first)')
+  return builder
 
 
 def batch_shares(sources: ml_collections.ConfigDict, batch_size: int) -> dict[str, int]:
@@ -109,18 +148,19 @@ def batch_shares(sources: ml_collections.ConfigDict, batch_size: int) -> dict[st
 
 
 def training_pose_statistics(sources: list[Source], max_examples: int):
-  """From up to ``max_examples`` examples spread evenly over each 3D source's split:
-  (subjects, bones) mean bone lengths (mm) of each training subject, for the bone loss of
-  2D-only examples, and the (J, 3) mean root-relative pose (mm), the trivial baseline that
-  evaluation reports beside the model."""
+  """From up to ``max_examples`` examples spread evenly over each 3D source's whole split
+  (the same for any number of processes): (subjects, bones) mean bone lengths (mm) of each
+  training subject, for the bone loss of 2D-only examples, and the (J, 3) mean
+  root-relative pose (mm), the trivial baseline that evaluation reports beside the model."""
   lengths: dict[str, list[np.ndarray]] = {}
   poses = []
   for source in sources:
     features = source.builder.info.features
-    step = max(1, len(source) // max(1, max_examples))
-    for index in range(0, len(source), step):
+    records = source.global_records
+    step = max(1, len(records) // max(1, max_examples))
+    for index in range(0, len(records), step):
       example = features.deserialize_example_np(
-          source.records[index], decoders={'image': tfds.decode.SkipDecoding(),
+          records[index], decoders={'image': tfds.decode.SkipDecoding(),
                                            'mask': tfds.decode.SkipDecoding()})
       if example['has_3d']:
         subject = example['subject']

@@ -166,14 +166,16 @@ def _vector(values, size: int) -> np.ndarray:
 
 # --- MPI-INF-3DHP ---------------------------------------------------------------------
 
-def load_mat_v5(path: epath.Path, what: str) -> dict:
-  """The variables of a MATLAB v5 .mat file (cells come back as object arrays)."""
+def load_mat_v5(path: epath.Path, what: str, **options) -> dict:
+  """The variables of a MATLAB v5 .mat file (cells come back as object arrays);
+  ``options`` go to ``scipy.io.loadmat``."""
   require(path, what)
   with path.open('rb') as f:
     try:
-      return scipy.io.loadmat(f)
-    except (ValueError, TypeError, OSError) as e:
-      raise ValueError(f'{path}: not a readable MATLAB v5 file ({e}); expected {what}'
+      return scipy.io.loadmat(f, **options)
+    # What a truncated or foreign file raises, depending on where it breaks off.
+    except (ValueError, TypeError, OSError, IndexError, scipy.io.matlab.MatReadError) as e:
+      raise ValueError(f'{path}: not a readable MATLAB v5 file ({e!r}); expected {what}'
                        ) from e
 
 

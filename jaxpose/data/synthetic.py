@@ -21,7 +21,10 @@ import argparse
 import colorsys
 import dataclasses
 import functools
+import os
 import pathlib
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -691,6 +694,18 @@ def render_sample(split: str, index: int, image_size: int = 192) -> Sample:
       joints_2d=geometry.project(joints_3d, focal, principal),
       joints_3d=joints_3d, focal=focal, principal=principal,
       subject=subject, angles=angles)
+
+
+def exit_with_parent(parent: int) -> None:
+  """Initialiser of a render worker: ends it once process ``parent`` is gone. A parent
+  killed with SIGKILL cannot shut its pool down, and the workers would wait for work
+  forever."""
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='exit_with_parent', daemon=True).start()
 
 
 def make_example(split: str, index: int, image_size: int = 192) -> dict:

@@ -7,8 +7,10 @@ so that jaxpose builds and loads them without ``datasets/`` being installed.
 
 from __future__ import annotations
 
+import os
 import pathlib
 
+from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
 DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
@@ -26,14 +28,23 @@ def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
     return tfds.core.community.builder_cls_from_module(f'{name}.{name}_dataset_builder')
 
 
+def resolve_data_dir(data_dir: str) -> str:
+  """``data_dir`` with ``~`` expanded; '' means TFDS's own default: ``$TFDS_DATA_DIR``,
+  else ``~/tensorflow_datasets`` (read now, so that the variable set after import counts)."""
+  if not data_dir:
+    return tfds.core.constants.get_default_data_dir()
+  return os.path.expanduser(data_dir)
+
+
 def get_builder(name: str, data_dir: str,
                 config: str | None = None) -> tfds.core.DatasetBuilder:
-  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``.
+  """The builder of dataset ``name`` (optionally ``config``) storing under ``data_dir``
+  (see ``resolve_data_dir``).
 
   jaxpose reads examples by index (a resumable, deterministic input stream), so datasets
   are stored as array_record; build them with ``tfds build --file_format=array_record``.
   """
-  kwargs = dict(data_dir=data_dir, file_format='array_record')
+  kwargs = dict(data_dir=resolve_data_dir(data_dir), file_format='array_record')
   if config:
     kwargs['config'] = config
   return builder_class(name)(**kwargs)
@@ -41,8 +52,38 @@ def get_builder(name: str, data_dir: str,
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
   """Builds the dataset if it is not prepared yet (TFDS writes into a temporary folder and
-  renames it at the end, so an interrupted build leaves nothing half-written behind)."""
+  renames it at the end, so an interrupted build leaves nothing half-written behind); an
+  existing build must be readable (``check_readable``)."""
   if builder.is_prepared():
+    for split in builder.info.splits:
+      check_readable(builder, split)
     return
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, try_download_gcs=False))
+
+
+def check_readable(builder: tfds.core.DatasetBuilder, split: str) -> None:
+  """Opens every array_record shard of ``split`` (a split name or slice) and reads its
+  first record used, which reads the index at the shard's end: a truncated or overwritten
+  shard fails here, named, instead of at some later read inside the input pipeline.
+
+  Raises:
+    ValueError: naming the shard, the dataset, the split, and how to rebuild it.
+  """
+  for shard in builder.info.splits[split].file_instructions:
+    if not shard.take:
+      continue
+    try:
+      reader = array_record_module.ArrayRecordReader(shard.filename)
+      try:
+        found = reader.num_records()
+        if found != shard.examples_in_shard:
+          raise ValueError(f'{found} records, expected {shard.examples_in_shard}')
+        reader.read([shard.skip])
+      finally:
+        reader.close()
+    except (RuntimeError, ValueError, OSError) as e:
+      raise ValueError(
+          f'{shard.filename}: unreadable shard of {builder.info.full_name}, split '
+          f'{split!r} ({e}); the build in {builder.data_dir} is damaged (a truncated copy or '
+          'disk?): delete that folder and build it again') from e

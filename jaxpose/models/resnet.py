@@ -89,6 +89,12 @@ class Backbone(nn.Module):
     return x, tap
 
 
+def stride(num_stages: int) -> int:
+  """Input pixels per output cell: conv1, the max pool and every stage after the first
+  halve the resolution (``output_size`` is ``size / stride`` for a multiple of it)."""
+  return 2 ** (num_stages + 1)
+
+
 def output_size(size: int, num_stages: int) -> int:
   """Spatial size of the backbone's output for a square input of ``size`` pixels."""
   size = (size + 6 - 7) // 2 + 1   # conv1 7×7/2, pad 3
