@@ -83,6 +83,11 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
+def jit_data_parallel(fn, mesh: Mesh):
+  """``fn`` of one array split over ``data`` along its first axis, output split alike."""
+  return jax.jit(fn, in_shardings=batch_sharding(mesh), out_shardings=batch_sharding(mesh))
+
+
 def jit_local(fn, static_argnums=()):
   """``fn`` compiled for arrays on one device, unsharded: photos, video frames and exported
   models, which run on one device whatever the mesh."""

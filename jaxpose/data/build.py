@@ -16,23 +16,25 @@ from absl import flags
 
 from jaxpose.data import tfds_io
 
-_DATASET = flags.DEFINE_string('dataset', None, 'A folder name under datasets/.')
-_CONFIG = flags.DEFINE_string('builder_config', None, "The builder's config (default: its first).")
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Where the downloaded release lies.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', "Where to write (default: TFDS's, "
-                                 '$TFDS_DATA_DIR or else ~/tensorflow_datasets).')
-
-
 def main(argv):
   del argv
-  builder = tfds_io.get_builder(_DATASET.value, _DATA_DIR.value, _CONFIG.value)
-  manual_dir = os.path.expanduser(_MANUAL_DIR.value) if _MANUAL_DIR.value else None
+  fl = flags.FLAGS
+  builder = tfds_io.get_builder(fl.dataset, fl.data_dir, fl.builder_config)
+  manual_dir = os.path.expanduser(fl.manual_dir) if fl.manual_dir else None
   tfds_io.ensure_built(builder, manual_dir)
   print(f'{builder.info.full_name} in {builder.data_dir}:')
   for name, split in builder.info.splits.items():
     print(f'  {name}: {split.num_examples} examples')
 
 
+def define_flags():
+  flags.DEFINE_string('dataset', None, 'A folder name under datasets/.', required=True)
+  flags.DEFINE_string('builder_config', None, "The builder's config (default: its first).")
+  flags.DEFINE_string('manual_dir', None, 'Where the downloaded release lies.')
+  flags.DEFINE_string('data_dir', '', "Where to write (default: TFDS's, $TFDS_DATA_DIR or "
+                      'else ~/tensorflow_datasets).')
+
+
 if __name__ == '__main__':
-  flags.mark_flag_as_required('dataset')
+  define_flags()
   app.run(main)
