@@ -80,7 +80,8 @@ def test_validate_names_every_field_at_fault(tmp_path):
     (['--config=configs/nothere.py'], '--config=configs/nothere.py: no file configs/nothere.py'),
     (['--config=configs/synthetic.py:smok'],
      "flag --config=configs/synthetic.py:smok: unknown config variant 'smok'; known: "
-     "['paper_model', 'smoke']"),
+     "['all', 'baseline', 'latent_2d', 'paper_model', 'projection', 'smoke', 'stage1', "
+     "'study']"),
     (['--config=configs/synthetic.py:smoke', '--config.batchsize=8'],
      'a --config.* override names a key the config lacks: \'batchsize\' Did you mean '
      '"batch_size" instead of "batchsize"?'),

@@ -216,8 +216,7 @@ import multiprocessing, os, time
 from concurrent import futures
 from jaxpose.data import synthetic
 pool = futures.ProcessPoolExecutor(1, multiprocessing.get_context('spawn'),
-                                   initializer=synthetic.exit_with_parent,
-                                   initargs=(os.getpid(),))
+                                   initializer=synthetic.exit_with_parent)
 print(pool.submit(os.getpid).result(), flush=True)
 time.sleep(600)
 '''

@@ -11,7 +11,6 @@ from concurrent import futures
 import dataclasses
 import functools
 import multiprocessing
-import os
 
 import tensorflow_datasets as tfds
 
@@ -50,8 +49,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # one: four workers leave it headroom and bound the memory they take.
     workers = min(multiprocessing.cpu_count(), 4)
     self._pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'),
-                                             initializer=synthetic.exit_with_parent,
-                                             initargs=(os.getpid(),))
+                                             initializer=synthetic.exit_with_parent)
     try:
       super().download_and_prepare(**kwargs)
     finally:

@@ -696,10 +696,12 @@ def render_sample(split: str, index: int, image_size: int = 192) -> Sample:
       subject=subject, angles=angles)
 
 
-def exit_with_parent(parent: int) -> None:
-  """Initialiser of a render worker: ends it once process ``parent`` is gone. A parent
-  killed with SIGKILL cannot shut its pool down, and the workers would wait for work
+def exit_with_parent() -> None:
+  """Initialiser of a render worker: ends it once the process that started it is gone. A
+  parent killed with SIGKILL cannot shut its pool down, and the workers would wait for work
   forever."""
+  parent = os.getppid()
+
   def watch():
     while os.getppid() == parent:
       time.sleep(1.0)
