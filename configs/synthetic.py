@@ -11,7 +11,7 @@ Choices below were measured on 2 CPU cores with the same wall time per run (wild
 studio_test MPJPE in mm; the mean pose scores 265 / 263):
 
 * no flips: 273 / 242 → 213 / 179 (1000 steps at 128 px);
-* the 3D, bone and projection losses × 5 against the heatmaps: → 209 / 166 (these relative
+* the 3D, bone and projection losses × 5 against the heatmaps: → 209 / 166 (these weights,
   weights, in the units of jaxpose.losses, are now every config's default);
 * 96 instead of 128 px, 1.8× the steps in the same time: → 180 / 145;
 * batches of 16 instead of 32, twice the steps in the same time: → 161 / 135;
