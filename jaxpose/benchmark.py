@@ -8,7 +8,9 @@ experiment is the ``paper_model`` variant, e.g.
 * ``train``: images/s of the real jitted train step on random inputs (median of
   ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
   cost analysis of the compiled step, and the FLOP/s achieved with its fraction of the peak;
-* ``infer``: images/s of the network at batch 32 and its latency p50/p90 at batch 1;
+  beside them the MFU from the analytic count (as ``loop``'s);
+* ``infer``: images/s of the network at batch ``--infer_batch`` (32) and its latency
+  p50/p90 at batch 1;
 * ``peak``: FLOP/s of large matmuls (one per device, in the model's compute dtype; the
   fastest of 10 calls) in the same run, the yardstick of the fractions above (a machine
   busy with other work can disturb it, and the fractions with it);
@@ -60,7 +62,6 @@ from jaxpose.models import posenet
 
 SECTIONS = ('train', 'infer', 'input', 'loop')
 
-INFER_BATCH = 32
 LATENCY_CALLS = 20
 INPUT_BATCHES = 20
 PEAK_CALLS = 10
@@ -160,7 +161,10 @@ def measure_train(config, mesh, calls: int, peak: float) -> dict:
   step = build_train(config, mesh)
   report = _rate_report(config.batch_size, _call_times(step['call'], calls),
                         _flops(step['compiled'], mesh.devices.size), peak)
-  return dict(batch_size=config.batch_size, compile_s=step['compile_s'], **report)
+  analytic = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
+  return dict(batch_size=config.batch_size, compile_s=step['compile_s'], **report,
+              analytic_flops_per_image=analytic,
+              mfu=analytic * report['images_per_s'] / peak)
 
 
 def _predict_fn(model):
@@ -169,13 +173,13 @@ def _predict_fn(model):
   return predict
 
 
-def build_infer(config, mesh) -> dict:
-  """The compiled network (inference) on ``INFER_BATCH`` random images: ``call()`` runs it."""
+def build_infer(config, mesh, batch_size: int) -> dict:
+  """The compiled network (inference) on ``batch_size`` random images: ``call()`` runs it."""
   model = posenet.create(config.model)
   state, shardings = state_lib.create_train_state(config, mesh, model,
                                                   state_lib.make_optimizer(config.optim))
   size = config.data.input_size
-  images = np.random.default_rng(0).integers(0, 255, (INFER_BATCH, size, size, 3), np.uint8)
+  images = np.random.default_rng(0).integers(0, 255, (batch_size, size, size, 3), np.uint8)
   variables = state.variables()
   on_mesh = parallel.jit_predict(_predict_fn(model), mesh, shardings.variables())
   batch = parallel.to_global({'image': images}, mesh)
@@ -184,9 +188,9 @@ def build_infer(config, mesh) -> dict:
               images=images, variables=variables)
 
 
-def measure_infer(config, mesh, calls: int, peak: float) -> dict:
-  net = build_infer(config, mesh)
-  report = _rate_report(INFER_BATCH, _call_times(net['call'], calls),
+def measure_infer(config, mesh, batch_size: int, calls: int, peak: float) -> dict:
+  net = build_infer(config, mesh, batch_size)
+  report = _rate_report(batch_size, _call_times(net['call'], calls),
                         _flops(net['compiled'], mesh.devices.size), peak)
   # Latency of one image on one device.
   one = parallel.make_mesh(jax.local_devices()[:1])
@@ -194,7 +198,7 @@ def measure_infer(config, mesh, calls: int, peak: float) -> dict:
   single = parallel.jit_predict(_predict_fn(net['model']), one, parallel.replicated(one))
   image = parallel.to_global({'image': net['images'][:1]}, one)
   latency = np.array(_call_times(lambda: single(single_variables, image), LATENCY_CALLS)) * 1e3
-  return dict(batch_size=INFER_BATCH, **report,
+  return dict(batch_size=batch_size, **report,
               latency_ms_p50=float(np.percentile(latency, 50)),
               latency_ms_p90=float(np.percentile(latency, 90)))
 
@@ -286,8 +290,8 @@ def _framework_rates(images: int, rounds: list[list[float]]) -> dict:
 
 
 def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rounds: int,
-                  peak: float) -> dict:
-  """The train step and inference (batch ``INFER_BATCH``) of jaxpose and of
+                  peak: float, infer_batch: int) -> dict:
+  """The train step and inference (batch ``infer_batch``) of jaxpose and of
   ``torch_reference``'s PyTorch network from the same initial weights, timed in turns:
   each of ``rounds`` rounds times ``timed_steps`` calls of each (after a warm-up call), so
   that a machine shared with other work slows both alike. Ratios are jaxpose / PyTorch."""
@@ -298,7 +302,7 @@ def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rou
   # XLA:CPU's thread pool spans every core the process may use; PyTorch gets as many.
   cores = len(os.sched_getaffinity(0))
   torch.set_num_threads(cores)
-  jax_train, jax_infer = build_train(config, mesh), build_infer(config, mesh)
+  jax_train, jax_infer = build_train(config, mesh), build_infer(config, mesh, infer_batch)
   targets = jax.device_get(losses.make_targets(jax_train['batch'], config))
   torch_train, torch_infer = torch_reference.benchmark_calls(
       config, jax_train['variables'], jax_train['batch'], targets, jax_infer['images'])
@@ -312,7 +316,7 @@ def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rou
   result = dict(torch=torch.__version__, cores=cores, torch_threads=torch.get_num_threads(),
                 rounds=rounds, steps_per_round=timed_steps)
   for what, images, compiled in (('train', config.batch_size, jax_train['compiled']),
-                                 ('infer', INFER_BATCH, jax_infer['compiled'])):
+                                 ('infer', infer_batch, jax_infer['compiled'])):
     section = {name: _framework_rates(images, times[what, name]) for name in calls[what]}
     flops = _flops(compiled, mesh.devices.size)
     if flops is not None:  # XLA's count of jaxpose's program: the same network in both.
@@ -338,7 +342,7 @@ def _machine(config: ml_collections.ConfigDict) -> dict:
 
 
 def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
-            rounds: int) -> dict:
+            rounds: int, infer_batch: int) -> dict:
   """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak."""
   if framework != 'torch':
     raise ValueError(f'--compare={framework}: only torch is known')
@@ -346,13 +350,13 @@ def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
   result = _machine(config)
   result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
   result['compare'] = compare_torch(config, mesh, timed_steps, rounds,
-                                    result['peak']['flops_per_s'])
+                                    result['peak']['flops_per_s'], infer_batch)
   result.update(peak_memory())
   return result
 
 
 def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
-              loop_steps: int = 200) -> dict:
+              loop_steps: int = 200, infer_batch: int = 32) -> dict:
   """Measures the sections ``what`` (see the module docstring) of ``config``."""
   unknown = sorted(set(what) - set(SECTIONS))
   if unknown:
@@ -368,7 +372,7 @@ def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
     result['loop'] = measure_loop(config, loop_steps, result['train']['step_s_median'], peak)
     result['loop']['xla_train_flops_per_image'] = result['train'].get('flops_per_image')
   if 'infer' in what:
-    result['infer'] = measure_infer(config, mesh, timed_steps, peak)
+    result['infer'] = measure_infer(config, mesh, infer_batch, timed_steps, peak)
   if 'input' in what:
     result['input'] = measure_input(config)
   result.update(peak_memory())
@@ -381,9 +385,11 @@ def main(argv):
   if cli.FLAGS.batch_size:
     config.batch_size = cli.FLAGS.batch_size
   if cli.FLAGS.compare:
-    figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds)
+    figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds,
+                      cli.FLAGS.infer_batch)
   else:
-    figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps)
+    figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps,
+                        cli.FLAGS.infer_batch)
   result = dict(config=config_flags.get_config_filename(cli.FLAGS['config']),
                 overrides=config_flags.get_override_values(cli.FLAGS['config']),
                 batch_size=config.batch_size, **figures)
@@ -395,6 +401,7 @@ def define_flags():
                     f'What to measure, any of {",".join(SECTIONS)}.')
   flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.batch_size).',
                        lower_bound=1)
+  flags.DEFINE_integer('infer_batch', 32, 'Batch of the inference throughput.', lower_bound=1)
   flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
                        lower_bound=5)
   flags.DEFINE_integer('loop_steps', 200, 'Steps of the loop run (several logging windows).',
