@@ -4,6 +4,8 @@ proportion, and the stream is deterministic and resumable."""
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +19,7 @@ from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
-from conftest import DATA_DIR, load_config
+from conftest import DATA_DIR, REPO, load_config
 
 J = skeleton.NUM_JOINTS
 
@@ -233,6 +235,11 @@ def test_data_dir_defaults_to_tfds_data_dir(monkeypatch, tmp_path):
   assert tfds_io.resolve_data_dir('~/elsewhere') == os.path.expanduser('~/elsewhere')
 
 
+def test_data_dir_on_a_bucket_is_kept_as_given():
+  for path in ('gs://bucket/tensorflow_datasets', 's3://bucket/data', 'relative/data'):
+    assert tfds_io.resolve_data_dir(path) == path
+
+
 def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   config = load_config('synthetic')
   tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
@@ -336,3 +343,34 @@ def test_resume_across_an_epoch_boundary_equals_the_uninterrupted_stream():
     for key in batches[step]:
       np.testing.assert_array_equal(again[key], batches[step][key], err_msg=f'{step} {key}')
   assert resumed.position == {'studio': 24, 'wild': 72}
+
+
+def test_build_killed_midway_leaves_nothing_trusted_and_builds_again(tmp_path):
+  """`python -m jaxpose.data.build` killed with SIGKILL once split files are being
+  written: no build is seen there, and the next build completes and reads back."""
+  build = subprocess.Popen(
+      [sys.executable, '-m', 'jaxpose.data.build', '--dataset=synthetic_humans',
+       '--builder_config=smoke', f'--data_dir={tmp_path}'],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 300
+    written = []
+    while not written and build.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.05)
+      written = [p for p in tmp_path.glob('synthetic_humans/smoke/incomplete*/*')
+                 if 'array_record' in p.name]
+    assert written, f"no split file written before the build ended ({build.returncode})"
+  finally:
+    build.kill()
+    build.wait()
+  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  assert not builder.is_prepared()
+  assert not builder.data_path.exists()
+  tfds_io.ensure_built(builder)
+  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  assert builder.is_prepared()
+  assert {n: s.num_examples for n, s in builder.info.splits.items()} == {
+      'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}
+  for split in builder.info.splits:
+    tfds_io.check_readable(builder, split)
+    assert len(builder.as_data_source(split)) == builder.info.splits[split].num_examples
