@@ -348,26 +348,29 @@ def test_resume_across_an_epoch_boundary_equals_the_uninterrupted_stream():
 def test_build_killed_midway_leaves_nothing_trusted_and_builds_again(tmp_path):
   """`python -m jaxpose.data.build` killed with SIGKILL once split files are being
   written: no build is seen there, and the next build completes and reads back."""
-  build = subprocess.Popen(
-      [sys.executable, '-m', 'jaxpose.data.build', '--dataset=synthetic_humans',
-       '--builder_config=smoke', f'--data_dir={tmp_path}'],
-      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  data_dir, log = tmp_path / 'data', tmp_path / 'build.log'
+  with open(log, 'w') as out:
+    build = subprocess.Popen(
+        [sys.executable, '-m', 'jaxpose.data.build', '--dataset=synthetic_humans',
+         '--builder_config=smoke', f'--data_dir={data_dir}'],
+        cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
   try:
     deadline = time.monotonic() + 300
     written = []
     while not written and build.poll() is None and time.monotonic() < deadline:
       time.sleep(0.05)
-      written = [p for p in tmp_path.glob('synthetic_humans/smoke/incomplete*/*')
+      written = [p for p in data_dir.glob('synthetic_humans/smoke/incomplete*/*')
                  if 'array_record' in p.name]
-    assert written, f"no split file written before the build ended ({build.returncode})"
+    assert written, (f'no split file written before the build ended ({build.returncode}):\n'
+                     f'{log.read_text()[-3000:]}')
   finally:
     build.kill()
     build.wait()
-  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  builder = tfds_io.get_builder('synthetic_humans', str(data_dir), 'smoke')
   assert not builder.is_prepared()
   assert not builder.data_path.exists()
   tfds_io.ensure_built(builder)
-  builder = tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+  builder = tfds_io.get_builder('synthetic_humans', str(data_dir), 'smoke')
   assert builder.is_prepared()
   assert {n: s.num_examples for n, s in builder.info.splits.items()} == {
       'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}

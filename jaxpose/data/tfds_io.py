@@ -52,9 +52,10 @@ def get_builder(name: str, data_dir: str,
 
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
-  """Builds the dataset if it is not prepared yet (TFDS writes into a temporary folder and
-  renames it at the end, so an interrupted build leaves nothing half-written behind); an
-  existing build must be readable (``check_readable``)."""
+  """Builds the dataset if it is not prepared yet; an existing build must be readable
+  (``check_readable``). TFDS writes into an ``incomplete.*`` folder beside the build's and
+  renames it at the end: a build killed midway leaves only that folder, which no open and
+  no later build reads (it can be deleted once no build runs)."""
   if builder.is_prepared():
     for split in builder.info.splits:
       check_readable(builder, split)
