@@ -1,19 +1,25 @@
 """The input pipeline: labels move with the pixels, sources mix in the configured
 proportion, and the stream is deterministic and resumable."""
 
+import itertools
 import os
 import shutil
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from jaxpose import config as config_lib
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
-from conftest import DATA_DIR, load_config
+from conftest import DATA_DIR, REPO, load_config
 
 J = skeleton.NUM_JOINTS
 
@@ -229,6 +235,11 @@ def test_data_dir_defaults_to_tfds_data_dir(monkeypatch, tmp_path):
   assert tfds_io.resolve_data_dir('~/elsewhere') == os.path.expanduser('~/elsewhere')
 
 
+def test_data_dir_on_a_bucket_is_kept_as_given():
+  for path in ('gs://bucket/tensorflow_datasets', 's3://bucket/data', 'relative/data'):
+    assert tfds_io.resolve_data_dir(path) == path
+
+
 def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   config = load_config('synthetic')
   tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
@@ -245,3 +256,124 @@ def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   # What `python -m jaxpose.data.build` runs: an existing build is checked, not trusted.
   with pytest.raises(ValueError, match=message):
     tfds_io.ensure_built(builder)
+
+
+def _permuted_records(size, seed, start, stop):
+  """The records of stream positions [start, stop), computed directly: record
+  ``perm_e[p]`` at position ``e × size + p``."""
+  return [int(np.random.default_rng((*seed, i // size)).permutation(size)[i % size])
+          for i in range(start, stop)]
+
+
+def test_epoch_permutations_under_threads_are_each_calls_own_epoch():
+  """Threads reading consecutive positions at once, as tf.data's parallel map does, each
+  get the record of their own position's epoch, with another thread allowed to run between
+  any two lines of the lookup (as a garbage collection, or Python without a GIL, allows)."""
+  size, seed, epochs, workers = 7, (3, 1, 0), 12, 8
+  expected = _permuted_records(size, seed, 0, size * epochs)
+  record_of = pipeline._EpochPermutations(size, seed)
+  results = [[] for _ in range(workers)]
+
+  def walk(t):
+    for i in range(t, size * epochs, workers):
+      results[t].append((i, record_of(i)))
+
+  def yield_each_line(frame, event, arg):
+    del arg
+    if frame.f_code.co_filename != pipeline.__file__:
+      return None
+    if event == 'line':
+      time.sleep(0)  # releases the GIL: another thread may run here
+    return yield_each_line
+
+  threading.settrace(yield_each_line)
+  try:
+    threads = [threading.Thread(target=walk, args=(t,)) for t in range(workers)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+  finally:
+    threading.settrace(None)
+  assert sorted(i for result in results for i, _ in result) == list(range(size * epochs))
+  wrong = [(i, r, expected[i]) for result in results for i, r in result if r != expected[i]]
+  assert not wrong, f'{len(wrong)} calls got another epoch\'s record, e.g. {wrong[:3]}'
+
+
+def test_epochs_alternating_reuse_their_permutations():
+  record_of = pipeline._EpochPermutations(5, (2,))
+  first = record_of.permutation(0)
+  for index in (4, 5, 3, 6, 2):  # around the end of epoch 0, as parallel reads come
+    record_of(index)
+  assert record_of.permutation(0) is first
+  np.testing.assert_array_equal(record_of.permutation(1), _permuted_records(5, (2,), 5, 10))
+
+
+@pytest.mark.parametrize('start', [0, 13])
+def test_parallel_reads_over_epochs_read_the_permuted_records(start):
+  """Several epochs of a 5-example source, read by tf.data's parallel map: position i
+  holds record ``perm_e[i mod 5]`` of its own epoch e, from the stream's start as from a
+  start inside an epoch."""
+  config = load_config('synthetic')
+  source = pipeline.open_source('studio', config.data.train.studio, config.data, limit=5)
+  assert len(source) == 5
+  seed = (0, 1, 0)
+  stream = pipeline._index_stream(source, start, seed, shuffle=True)
+  got = list(itertools.islice(stream.as_numpy_iterator(), 20))
+  skip = {'image': tfds.decode.SkipDecoding(), 'mask': tfds.decode.SkipDecoding()}
+  joints = [source.builder.info.features.deserialize_example_np(
+      source.records[r], decoders=skip)['joints_3d'] for r in range(5)]
+  assert len({j.tobytes() for j in joints}) == 5, 'records must be told apart'
+  records = _permuted_records(5, seed, start, start + 20)
+  assert [int(i) for i, _ in got] == list(range(start, start + 20))
+  for (index, example), record in zip(got, records):
+    np.testing.assert_array_equal(example['joints_3d'], joints[record], err_msg=str(index))
+
+
+def test_resume_across_an_epoch_boundary_equals_the_uninterrupted_stream():
+  config = load_config('synthetic')
+  config.data.train.studio.fraction = 0.25
+  config.data.train.wild.fraction = 0.75
+  # 64 examples a source: 'wild', 6 a batch, ends its first epoch inside batch 10.
+  stream = pipeline.TrainStream(config)
+  batches = [next(stream) for _ in range(12)]
+  resumed = pipeline.TrainStream(config, {'studio': 2 * 9, 'wild': 6 * 9})
+  for step in range(9, 12):
+    again = next(resumed)
+    for key in batches[step]:
+      np.testing.assert_array_equal(again[key], batches[step][key], err_msg=f'{step} {key}')
+  assert resumed.position == {'studio': 24, 'wild': 72}
+
+
+def test_build_killed_midway_leaves_nothing_trusted_and_builds_again(tmp_path):
+  """`python -m jaxpose.data.build` killed with SIGKILL once split files are being
+  written: no build is seen there, and the next build completes and reads back."""
+  data_dir, log = tmp_path / 'data', tmp_path / 'build.log'
+  with open(log, 'w') as out:
+    build = subprocess.Popen(
+        [sys.executable, '-m', 'jaxpose.data.build', '--dataset=synthetic_humans',
+         '--builder_config=smoke', f'--data_dir={data_dir}'],
+        cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.monotonic() + 300
+    written = []
+    while not written and build.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.05)
+      written = [p for p in data_dir.glob('synthetic_humans/smoke/incomplete*/*')
+                 if 'array_record' in p.name]
+    assert written, (f'no split file written before the build ended ({build.returncode}):\n'
+                     f'{log.read_text()[-3000:]}')
+  finally:
+    build.kill()
+    build.wait()
+  builder = tfds_io.get_builder('synthetic_humans', str(data_dir), 'smoke')
+  assert not builder.is_prepared()
+  assert not builder.data_path.exists()
+  tfds_io.ensure_built(builder)
+  builder = tfds_io.get_builder('synthetic_humans', str(data_dir), 'smoke')
+  assert builder.is_prepared()
+  assert {n: s.num_examples for n, s in builder.info.splits.items()} == {
+      'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}
+  for split in builder.info.splits:
+    tfds_io.check_readable(builder, split)
+    assert len(builder.as_data_source(split)) == builder.info.splits[split].num_examples

@@ -20,8 +20,10 @@ exactly on the pixels; the labels do not change.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
 from typing import Callable, Iterator
 
 import jax
@@ -358,18 +360,36 @@ def train_example(example: dict, seed, input_size: int, augment, bone_table,
 # --- Streams ------------------------------------------------------------------------------
 
 class _EpochPermutations:
-  """``perm(e)[p]``: the record read at position p of epoch e (one epoch kept cached)."""
+  """``perm(e)[p]``: the record read at position p of epoch e.
+
+  tf.data's parallel map calls this from several threads at once, and near an epoch's end
+  for two epochs at once: the permutations of the last few epochs are kept (each computed
+  once), looked up and added under a lock, so that no call sees another epoch's
+  permutation and calls that alternate between epochs do not recompute them.
+  """
+
+  KEEP = 4  # epochs; one further back is recomputed, the same, if a late call asks
 
   def __init__(self, size: int, seed: tuple[int, ...]):
     self.size, self.seed = size, seed
-    self.epoch, self.perm = -1, None
+    self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._lock = threading.Lock()
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      perm = self._perms.get(epoch)
+      if perm is None:
+        perm = np.random.default_rng((*self.seed, epoch)).permutation(self.size)
+        self._perms[epoch] = perm
+        if len(self._perms) > self.KEEP:
+          self._perms.popitem(last=False)
+      else:
+        self._perms.move_to_end(epoch)
+      return perm
 
   def __call__(self, index: int) -> int:
     epoch, position = divmod(index, self.size)
-    if epoch != self.epoch:
-      self.perm = np.random.default_rng((*self.seed, epoch)).permutation(self.size)
-      self.epoch = epoch
-    return int(self.perm[position])
+    return int(self.permutation(epoch)[position])
 
 
 def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bool,

@@ -7,10 +7,10 @@ so that jaxpose builds and loads them without ``datasets/`` being installed.
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 from array_record.python import array_record_module
+from etils import epath
 import tensorflow_datasets as tfds
 
 DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
@@ -29,11 +29,12 @@ def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
 
 
 def resolve_data_dir(data_dir: str) -> str:
-  """``data_dir`` with ``~`` expanded; '' means TFDS's own default: ``$TFDS_DATA_DIR``,
-  else ``~/tensorflow_datasets`` (read now, so that the variable set after import counts)."""
+  """``data_dir`` with a leading ``~`` expanded, any other path (relative, or on a
+  bucket: ``gs://...``) as given; '' means TFDS's own default: ``$TFDS_DATA_DIR``, else
+  ``~/tensorflow_datasets`` (read now, so that the variable set after import counts)."""
   if not data_dir:
     return tfds.core.constants.get_default_data_dir()
-  return os.path.expanduser(data_dir)
+  return str(epath.Path(data_dir).expanduser())
 
 
 def get_builder(name: str, data_dir: str,
@@ -51,9 +52,10 @@ def get_builder(name: str, data_dir: str,
 
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
-  """Builds the dataset if it is not prepared yet (TFDS writes into a temporary folder and
-  renames it at the end, so an interrupted build leaves nothing half-written behind); an
-  existing build must be readable (``check_readable``)."""
+  """Builds the dataset if it is not prepared yet; an existing build must be readable
+  (``check_readable``). TFDS writes into an ``incomplete.*`` folder beside the build's and
+  renames it at the end: a build killed midway leaves only that folder, which no open and
+  no later build reads (it can be deleted once no build runs)."""
   if builder.is_prepared():
     for split in builder.info.splits:
       check_readable(builder, split)
