@@ -136,13 +136,9 @@ def build_train(config, mesh) -> dict:
   if batch_size % mesh.devices.size:
     raise ValueError(f'--batch_size={batch_size} is not divisible by the '
                      f'{mesh.devices.size} devices')
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
+  _, _, state, _, step = train.setup(config, mesh)
   host_batch = random_batch(config, batch_size)
   batch = parallel.to_global(host_batch, mesh)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start

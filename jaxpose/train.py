@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,26 @@ def train_step(state: state_lib.TrainState, batch: dict, *, model: posenet.PoseN
   return new_state, metrics
 
 
+class Setup(NamedTuple):
+  """What a training run (or a benchmark, or a test) needs to take steps."""
+  model: posenet.PoseNet
+  tx: optax.GradientTransformation
+  state: state_lib.TrainState      # fresh, sharded over the mesh
+  shardings: state_lib.TrainState  # of the state
+  step: Callable                   # (state, global batch) -> (state, metrics), compiled
+
+
+def setup(config: ml_collections.ConfigDict, mesh) -> Setup:
+  """The model, optimiser (with the learning-rate discrepancy of ``config``), sharded
+  initial state and jitted ``train_step`` of ``config`` over ``mesh``."""
+  model = posenet.create(config.model)
+  tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
+  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
+  step = parallel.jit_train_step(
+      functools.partial(train_step, model=model, tx=tx, config=config), mesh, shardings)
+  return Setup(model, tx, state, shardings, step)
+
+
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -121,9 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 def _train_and_evaluate(config: ml_collections.ConfigDict,
                         workdir: str) -> state_lib.TrainState:
   mesh = parallel.make_mesh()
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
+  model, _, state, shardings, step_fn = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   position = None
   source = None
@@ -153,8 +172,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     parameter_overview.log_parameter_overview(state.params)
     writer.write_hparams({k: v for k, v in _flat(checkpoint.config_to_json(config)).items()
                           if isinstance(v, (int, float, str, bool))})
-  step_fn = parallel.jit_train_step(
-      functools.partial(train_step, model=model, tx=tx, config=config), mesh, shardings)
   predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
   stream = pipeline.TrainStream(config, position)

@@ -6,7 +6,6 @@ checkpoint from every process, evaluates the ``studio_test`` split and (process 
 the report to ``WORKDIR/eval.json``.
 """
 
-import functools
 import json
 import os
 
@@ -17,9 +16,7 @@ from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import evaluate
 from jaxpose import parallel
-from jaxpose import state as state_lib
 from jaxpose import train
-from jaxpose.models import posenet
 
 STEPS = 10
 EVAL_SOURCE = 'studio_test'
@@ -29,11 +26,7 @@ def main(argv):
   del argv
   config, workdir = cli.FLAGS.config, cli.FLAGS.workdir
   mesh = parallel.make_mesh()
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  model, _, state, shardings, step = train.setup(config, mesh)
   # This process's devices hold consecutive rows of the global batch, in process order.
   local = config.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -46,9 +39,7 @@ def main(argv):
   ckpt.wait()
   ckpt.close()
 
-  predict_fn = parallel.jit_predict(
-      functools.partial(evaluate.predict, model=model, config=config), mesh,
-      shardings.variables())
+  predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   report, _ = evaluate.evaluate_split(EVAL_SOURCE, config.data.eval[EVAL_SOURCE], config,
                                       predict_fn, state.variables(), mesh)
   if jax.process_index() == 0:

@@ -40,9 +40,7 @@ def test_metrics_do_not_depend_on_batch_size_or_devices(trained):
     _, shardings = state_lib.create_train_state(config, mesh, model,
                                             state_lib.make_optimizer(config.optim))
     placed = jax.device_put(jax.device_get(state.variables()), shardings.variables())
-    predict_fn = parallel.jit_predict(
-        lambda v, b: evaluate.predict(v, b, model=model, config=config), mesh,
-        shardings.variables())
+    predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
     for batch_size in (1, 7, 32):
       config.eval_batch_size = batch_size
       report, _ = evaluate.evaluate_split('wild_test', config.data.eval.wild_test, config,

@@ -1,6 +1,5 @@
 """Mixed precision: bfloat16 compute, float32 parameters, optimiser state and losses."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,6 @@ import pytest
 
 from jaxpose import benchmark
 from jaxpose import parallel
-from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
 from conftest import load_config
@@ -20,12 +18,8 @@ LOSSES = ('loss', 'loss_pose_3d', 'loss_bone', 'loss_heatmap', 'loss_projection'
 def _one_step(config, batch):
   """(parameters before, state after, metrics) of one train step on one device."""
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
+  _, _, state, _, step = train.setup(config, mesh)
   before = jax.device_get(state.params)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   state, metrics = step(state, parallel.to_global(batch, mesh))
   return before, jax.device_get(state), jax.device_get(metrics)
 

@@ -4,7 +4,6 @@ and `python -m jaxpose.train` in two processes on an empty data dir: built once,
 pose statistics as one process computes.
 """
 
-import functools
 import json
 import os
 import pathlib
@@ -20,11 +19,9 @@ from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import evaluate
 from jaxpose import parallel
-from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
-from jaxpose.models import posenet
 from conftest import REPO, load_config
 
 import multiprocess_worker as worker
@@ -56,11 +53,7 @@ def _free_port() -> int:
 
 def _train_one_process(config, batches):
   mesh = parallel.make_mesh(jax.devices()[:PROCESSES * 2])
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  model, _, state, shardings, step = train.setup(config, mesh)
   for i in range(worker.STEPS):
     state, _ = step(state, parallel.to_global({k: v[i] for k, v in batches.items()}, mesh))
   return state, mesh, model, shardings
@@ -135,9 +128,7 @@ def test_evaluation_counts_every_example_once(runs):
   workdir, state, mesh, model, shardings = runs
   config = _config()
   restored, _ = checkpoint.Checkpointer(str(workdir)).restore(state)
-  predict_fn = parallel.jit_predict(
-      functools.partial(evaluate.predict, model=model, config=config), mesh,
-      shardings.variables())
+  predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   source = config.data.eval[worker.EVAL_SOURCE]
   alone, _ = evaluate.evaluate_split(worker.EVAL_SOURCE, source, config, predict_fn,
                                      restored.variables(), mesh)

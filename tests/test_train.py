@@ -1,6 +1,5 @@
 """The train step and loop: sharding, resumption, and stopping on a non-finite loss."""
 
-import functools
 import os
 import signal
 import subprocess
@@ -21,11 +20,7 @@ from conftest import REPO, load_config
 
 def _run_steps(config, devices, batches):
   mesh = parallel.make_mesh(devices)
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
+  _, _, state, _, step = train.setup(config, mesh)
   for batch in batches:
     state, metrics = step(state, parallel.to_global(batch, mesh))
   return jax.device_get(state), jax.device_get(metrics)
@@ -64,12 +59,8 @@ def test_pretrained_learning_rate_multiplier():
   assert state_lib.pretrained_modules(config) == ('backbone', 'res5a')
   batch = benchmark.random_batch(config, 8)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
-  state, shardings = state_lib.create_train_state(config, mesh, model, tx)
+  _, _, state, _, step = train.setup(config, mesh)
   before = jax.device_get(state.params)
-  step = parallel.jit_train_step(
-      functools.partial(train.train_step, model=model, tx=tx, config=config), mesh, shardings)
   after = jax.device_get(step(state, parallel.to_global(batch, mesh))[0].params)
   moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
   assert not any(jax.tree.leaves(moved['backbone'])) and not any(jax.tree.leaves(moved['res5a']))
