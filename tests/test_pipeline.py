@@ -240,6 +240,16 @@ def test_data_dir_on_a_bucket_is_kept_as_given():
     assert tfds_io.resolve_data_dir(path) == path
 
 
+def test_damaged_dataset_info_is_named(tmp_path):
+  version = str(tfds_io.builder_class('synthetic_humans').VERSION)
+  build = tmp_path / 'synthetic_humans' / 'smoke' / version
+  build.mkdir(parents=True)
+  (build / 'dataset_info.json').write_text('{"name": "synth')
+  with pytest.raises(ValueError, match=r'dataset_info\.json of its build under '
+                     + str(tmp_path / 'synthetic_humans' / 'smoke') + ' is damaged'):
+    tfds_io.get_builder('synthetic_humans', str(tmp_path), 'smoke')
+
+
 def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   config = load_config('synthetic')
   tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
@@ -377,3 +387,15 @@ def test_build_killed_midway_leaves_nothing_trusted_and_builds_again(tmp_path):
   for split in builder.info.splits:
     tfds_io.check_readable(builder, split)
     assert len(builder.as_data_source(split)) == builder.info.splits[split].num_examples
+
+
+def test_build_reports_a_user_error_in_one_line(tmp_path):
+  bad = tmp_path / 'mpii'
+  shutil.copytree(REPO / 'datasets' / 'mpii' / 'dummy_data', bad)
+  done = subprocess.run(
+      [sys.executable, '-m', 'jaxpose.data.build', '--dataset=mpii', '--builder_config=mat',
+       f'--manual_dir={tmp_path / "missing"}', f'--data_dir={tmp_path / "data"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert 'Traceback' not in done.stderr
+  assert str(tmp_path / 'missing') in done.stderr.splitlines()[-1]

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 
-from absl import app
 from absl import flags
 
+from jaxpose import cli
 from jaxpose.data import tfds_io
+
 
 def main(argv):
   del argv
@@ -28,7 +29,7 @@ def main(argv):
 
 
 def define_flags():
-  flags.DEFINE_string('dataset', None, 'A folder name under datasets/.', required=True)
+  flags.DEFINE_string('dataset', None, 'A folder name under datasets/.')
   flags.DEFINE_string('builder_config', None, "The builder's config (default: its first).")
   flags.DEFINE_string('manual_dir', None, 'Where the downloaded release lies.')
   flags.DEFINE_string('data_dir', '', "Where to write (default: TFDS's, $TFDS_DATA_DIR or "
@@ -36,5 +37,4 @@ def define_flags():
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  cli.run(main, required=('dataset',), define_flags=define_flags)

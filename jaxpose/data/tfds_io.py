@@ -11,6 +11,7 @@ import pathlib
 
 from array_record.python import array_record_module
 from etils import epath
+from google.protobuf import json_format
 import tensorflow_datasets as tfds
 
 DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
@@ -48,7 +49,14 @@ def get_builder(name: str, data_dir: str,
   kwargs = dict(data_dir=resolve_data_dir(data_dir), file_format='array_record')
   if config:
     kwargs['config'] = config
-  return builder_class(name)(**kwargs)
+  try:
+    return builder_class(name)(**kwargs)
+  except json_format.ParseError as e:
+    # TFDS reads an existing build's dataset_info.json here and names no file if it is
+    # damaged.
+    where = epath.Path(kwargs['data_dir']) / name / (config or '')
+    raise ValueError(f'dataset {name!r}: the dataset_info.json of its build under {where} is '
+                     f'damaged ({e}); delete that build and build it again') from e
 
 
 def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> None:
@@ -60,8 +68,14 @@ def ensure_built(builder: tfds.core.DatasetBuilder, manual_dir: str | None = Non
     for split in builder.info.splits:
       check_readable(builder, split)
     return
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, try_download_gcs=False))
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False))
+  except AssertionError as e:
+    # TFDS asserts that the manual download is there: a user error, not a bug.
+    if 'Manual directory' not in str(e):
+      raise
+    raise FileNotFoundError(f'dataset {builder.name!r}: {e}') from e
 
 
 def check_readable(builder: tfds.core.DatasetBuilder, split: str) -> None:
