@@ -201,12 +201,47 @@ def test_bad_inputs_are_named(predictor, tmp_path):
 
   photo = tmp_path / 'photo.png'
   Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
-  with pytest.raises(ValueError, match=r'box \(x, y, w, h\) = \(50.0, 0.0, 10.0, 10.0\) lies '
-                                       r'outside image .*photo.png of size 40x30'):
+  with pytest.raises(ValueError, match=r'box \(x, y, w, h\) = \(50.0, 0.0, 10.0, 10.0\) of '
+                                       r'.*photo.png lies outside the image of size 40x30'):
     predictor.predict(photo, box=(50, 0, 10, 10))
+  with pytest.raises(ValueError, match=r'\(0.0, 0.0, 1000000000.0, 1000000000.0\) of .*photo.png '
+                                       r'is larger than 4 times the image of size 40x30 .*'
+                                       r'expected w, h <= 160 pixels'):
+    predictor.predict(photo, box=(0, 0, 1e9, 1e9))
   with pytest.raises(ValueError, match='w, h > 0'):
     predictor.predict(photo, box=(0, 0, 0, 10))
   with pytest.raises(ValueError, match='focal of .*photo.png must be a positive number'):
     predictor.predict(photo, focal=-1.0)
   with pytest.raises(ValueError, match="--bbox must be four numbers x,y,w,h, got '1,2,3'"):
     predict.parse_box('1,2,3')
+
+
+def test_boxes_must_overlap_the_image_and_be_at_most_4_times_its_size():
+  size = (40, 30)
+  # Past the border (a person cut off by it) and up to 4 times the longer side: accepted.
+  np.testing.assert_array_equal(predict.check_box((-100, -5, 160, 10), size, 'b'),
+                                [-100, -5, 160, 10])
+  for box, problem in [((0, 0, 160.5, 10), 'is larger than 4 times'),
+                       ((0, 0, 10, 1e9), 'is larger than 4 times'),
+                       ((40, 0, 10, 10), 'lies outside'), ((-10, 5, 10, 10), 'lies outside'),
+                       ((0, 0, np.inf, 10), 'four finite numbers')]:
+    with pytest.raises(ValueError, match=problem):
+      predict.check_box(box, size, 'b')
+
+
+def test_command_line_rejects_a_huge_box_before_restoring(tmp_path):
+  """The box is checked before the checkpoint is read: ``tmp_path`` has none, and the error
+  names the flag rather than the missing checkpoint."""
+  photo = tmp_path / 'photo.png'
+  Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
+  with pytest.raises(ValueError, match=r'of --bbox=0,0,1e9,1e9 \(image .*photo.png\) is larger '
+                                       r'than 4 times the image of size 40x30'):
+    run_main(predict, [f'--workdir={tmp_path}', f'--image={photo}', '--bbox=0,0,1e9,1e9',
+                       f'--out={tmp_path / "out"}'])
+  boxes = tmp_path / 'boxes.json'
+  boxes.write_text(json.dumps({'photo.png': [[0, 0, 10, 10], [50, 0, 10, 10]]}))
+  with pytest.raises(ValueError, match=r'of --boxes=.*boxes.json, box 1 of image .*photo.png '
+                                       r'lies outside the image'):
+    run_main(predict, [f'--workdir={tmp_path}', f'--image={photo}', f'--boxes={boxes}',
+                       f'--out={tmp_path / "out"}'])
+  assert not (tmp_path / 'out').exists()
