@@ -54,6 +54,7 @@ from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 from jaxpose import boxes as box_files
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import fileio
 from jaxpose import geometry
 from jaxpose import parallel
 from jaxpose import skeleton
@@ -506,17 +507,18 @@ def write(prediction: dict | Sequence[dict], image: np.ndarray, out_dir: str, na
   """Writes ``out_dir/<name>.json`` (``to_json`` + ``extra``; for a list of predictions,
   ``{"people": [to_json, ...]}`` + ``extra``) and ``<name>.png`` (``prediction_picture``);
   returns their paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.gfile.makedirs(out_dir)
   stem = os.path.join(out_dir, name)
   if isinstance(prediction, dict):
     data = {**to_json(prediction), **(extra or {})}
   else:
     data = {'people': [to_json(p) for p in prediction], **(extra or {})}
   # One line per key: readable, yet a pose stays one line instead of 68.
-  with open(stem + '.json', 'w') as f:
-    f.write('{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
-            + '\n}\n')
-  Image.fromarray(prediction_picture(image, prediction)).save(stem + '.png')
+  fileio.write_atomically(stem + '.json', lambda f: f.write(
+      '{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
+      + '\n}\n'))
+  picture = Image.fromarray(prediction_picture(image, prediction))
+  fileio.write_atomically(stem + '.png', lambda f: picture.save(f, format='PNG'), binary=True)
   return stem + '.json', stem + '.png'
 
 
@@ -541,6 +543,9 @@ def main(argv):
     raise ValueError('give --focal or --fov, not both')
   table = None if fl.boxes is None else box_files.load(fl.boxes, fl.min_box_score)
   if fl.video:
+    if not fileio.is_local(fl.out):
+      raise ValueError(f'--out={fl.out}: a video\'s outputs are written by OpenCV, which needs '
+                       'a local folder')
     from jaxpose import video  # pylint: disable=g-import-not-at-top  (it imports this module)
     # Checked before the (slower) restore, so that a bad file or box fails at once.
     capture, info = video.open_video(fl.video)
@@ -556,7 +561,7 @@ def main(argv):
     summary = video.predict_video(
         predictor, fl.video, fl.out, boxes=frame_boxes, focal=fl.focal, fov=fl.fov,
         smoothing_params=params, lost_confidence=fl.lost_confidence,
-        extra=dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir), step=predictor.step)))
+        extra=dict(checkpoint=dict(workdir=fileio.absolute(fl.workdir), step=predictor.step)))
     print(f'{fl.video}: wrote {summary["jsonl"]} and {summary["video"]}: '
           f'{summary["frames"]} frames at {summary["frames_per_second"]:.1f} frames/s, '
           f'{summary["skipped"]} skipped (undecodable), {summary["lost"]} tracks lost')
@@ -580,7 +585,7 @@ def main(argv):
     predictions = predictor.predict_many(paths, boxes or None, fl.focal, fl.fov)
   else:
     predictions = predictor.predict_people(paths, people, fl.focal, fl.fov)
-  checkpoint_info = dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir),
+  checkpoint_info = dict(checkpoint=dict(workdir=fileio.absolute(fl.workdir),
                                          step=predictor.step))
   for path, image, name, prediction in zip(paths, images, output_names(paths), predictions):
     files = write(prediction, image, fl.out, name,

@@ -6,6 +6,7 @@ notebook test shares); the photos are the real MPII and Human3.6M samples of
 """
 
 import functools
+import io
 import json
 import tempfile
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxpose import fileio
 from jaxpose import geometry
 from jaxpose import predict
 from jaxpose import skeleton
@@ -245,3 +247,22 @@ def test_command_line_rejects_a_huge_box_before_restoring(tmp_path):
     run_main(predict, [f'--workdir={tmp_path}', f'--image={photo}', f'--boxes={boxes}',
                        f'--out={tmp_path / "out"}'])
   assert not (tmp_path / 'out').exists()
+
+
+def test_outputs_in_a_non_local_folder(predictor, tmp_path):
+  """TensorFlow's ram:// stands in for gs:// (both go through tf.io.gfile)."""
+  image = np.zeros((48, 64, 3), np.uint8)
+  prediction = predictor.predict(image, box=(10, 5, 30, 40))
+  out = f'ram://{tmp_path}/out'
+  json_path, png_path = predict.write(prediction, image, out, 'photo', {'image': 'photo.png'})
+  assert (json_path, png_path) == (f'{out}/photo.json', f'{out}/photo.png')
+  saved = json.loads(fileio.read_text(json_path))
+  np.testing.assert_allclose(saved['pose_3d'], prediction['pose_3d'], rtol=1e-6)
+  assert saved['image'] == 'photo.png'
+  with fileio.gfile.GFile(png_path, 'rb') as f:
+    picture = Image.open(io.BytesIO(f.read()))
+  h = predict.PICTURE_HEIGHT
+  assert picture.size == (round(64 * h / 48) + 2 * h, h)
+  with pytest.raises(ValueError, match=r"--out=ram://x: a video's outputs are written by "
+                                       'OpenCV, which needs a local folder'):
+    run_main(predict, ['--workdir=unused', '--video=v.mp4', '--out=ram://x'])

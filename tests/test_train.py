@@ -15,6 +15,7 @@ import pytest
 
 from jaxpose import benchmark
 from jaxpose import checkpoint
+from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
@@ -259,3 +260,18 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_state(tmp_pat
     assert killed_report['mpjpe'] == pytest.approx(full_report['mpjpe'], rel=1e-5)
   assert not _writing(workdir)
 
+
+def test_a_workdir_orbax_cannot_hold_is_refused_before_anything_is_written():
+  config = load_config('synthetic')
+  with pytest.raises(ValueError, match='--workdir=ram://refused: checkpoints need a local '
+                                       'folder or a gs:// URL'):
+    train.train_and_evaluate(config, 'ram://refused')
+  assert not fileio.gfile.exists('ram://refused')
+
+
+def test_an_object_store_workdir_goes_unlocked_with_a_warning(caplog):
+  with checkpoint.workdir_lock('gs://bucket/run'):
+    with checkpoint.workdir_lock('gs://bucket/run'):
+      pass
+  assert caplog.text.count('gs://bucket/run is not on a local file system: no lock keeps a '
+                           'second training run out of it') == 2
