@@ -15,9 +15,19 @@ from __future__ import annotations
 import io
 import os
 
-import tensorflow as tf
 
-gfile = tf.io.gfile
+def _gfile():
+  # Imported on first use: TensorFlow takes seconds to import, and a notebook that only
+  # predicts in memory never needs it.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def __getattr__(name: str):
+  """``fileio.gfile``: ``tf.io.gfile``, imported on first use."""
+  if name == 'gfile':
+    return _gfile()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def is_local(path: str) -> bool:
@@ -39,6 +49,7 @@ def write_atomically(path: str, write, binary: bool = False) -> None:
   write(buffer)
   directory, name = os.path.split(path)
   temporary = os.path.join(directory, f'.tmp-{os.getpid()}-{name}')
+  gfile = _gfile()
   try:
     with gfile.GFile(temporary, 'wb' if binary else 'w') as f:
       f.write(buffer.getvalue())
@@ -49,7 +60,7 @@ def write_atomically(path: str, write, binary: bool = False) -> None:
 
 
 def read_text(path: str) -> str:
-  with gfile.GFile(path, 'r') as f:
+  with _gfile().GFile(path, 'r') as f:
     return f.read()
 
 
