@@ -163,11 +163,12 @@ def export(predictor: predict.Predictor, out_dir: str) -> dict:
   serialized = export_crops(predictor).serialize()
   fileio.write_atomically(paths['jax_export'], lambda f: f.write(serialized), binary=True)
   saved_model(predictor, paths['saved_model'])
-  fileio.write_atomically(paths['info'], lambda f: json.dump(dict(step=predictor.step, input_size=predictor.input_size,
-                   joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
-                   signatures=dict(crops='crops (B, S, S, 3) uint8',
-                                   image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
-                                         'w, h px, focal () float32 px')), f, indent=1))
+  info = dict(step=predictor.step, input_size=predictor.input_size,
+              joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
+              signatures=dict(crops='crops (B, S, S, 3) uint8',
+                              image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
+                                    'w, h px, focal () float32 px'))
+  fileio.write_atomically(paths['info'], lambda f: json.dump(info, f, indent=1))
   return paths
 
 

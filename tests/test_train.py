@@ -189,19 +189,24 @@ def _writing(workdir, since: float = 0.0) -> bool:
 
 
 def _start_training(workdir, log):
-  return subprocess.Popen(
-      [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
-       f'--config.data.data_dir={DATA_DIR}', *(f'--config.{k}={v}' for k, v in CRASH_RUN.items()),
-       f'--workdir={workdir}'], cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, 'w'),
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  """``python -m jaxpose.train`` of ``CRASH_RUN`` in ``workdir``, its log in ``log``."""
+  with open(log, 'w') as stderr:
+    return subprocess.Popen(
+        [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
+         f'--config.data.data_dir={DATA_DIR}',
+         *(f'--config.{k}={v}' for k, v in CRASH_RUN.items()), f'--workdir={workdir}'],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
 
 
-def _kill_when(process, ready) -> bool:
+def _kill_when(process, ready, timeout_s: float = 600) -> bool:
   """SIGKILLs ``process`` as soon as ``ready()``; False if it ended first."""
+  deadline = time.monotonic() + timeout_s
   while process.poll() is None:
-    if ready():
+    if ready() or time.monotonic() > deadline:
       process.send_signal(signal.SIGKILL)
       process.wait()
+      assert time.monotonic() <= deadline, f'the run never got to the moment in {timeout_s} s'
       return True
     time.sleep(0.002)
   return False
@@ -249,10 +254,13 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_state(tmp_pat
   ckpt = checkpoint.Checkpointer(str(workdir))
   assert ckpt.latest_step() == config.total_steps
   resumed, meta = ckpt.restore(abstract)
+  ckpt.close()
   diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                       jax.device_get(full), jax.device_get(resumed))
   assert max(jax.tree.leaves(diff)) < 1e-6
-  full_meta = checkpoint.Checkpointer(str(tmp_path / 'full')).read_meta()
+  full_ckpt = checkpoint.Checkpointer(str(tmp_path / 'full'))
+  full_meta = full_ckpt.read_meta()
+  full_ckpt.close()
   assert meta['data_position'] == full_meta['data_position']
   for name in ('synthetic_humans_wild_test.json', 'synthetic_humans_studio_test.json'):
     killed_report, full_report = (json.loads((d / 'eval' / '8' / name).read_text())
