@@ -40,6 +40,7 @@ from ml_collections import config_flags
 from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import evaluate
+from jaxpose import fileio
 from jaxpose import protocols
 from jaxpose import train
 
@@ -103,7 +104,7 @@ def plan(spec: str, workdir: str, seeds: int, overrides: dict | None = None) -> 
   stage1_path, _, stage1_arg = stage1_spec.partition(':')
   stage1_spec = (os.path.join(os.path.dirname(path), stage1_path) + ':'
                  + _join_variants(stage1_arg, arg))
-  workdir = os.path.abspath(workdir)
+  workdir = fileio.absolute(workdir)
   stage1_dir = os.path.join(workdir, STAGE1)
   plain = checkpoint.config_to_json(load_config(spec))
   runs = [Run(STAGE1, stage1_dir, _checked(stage1_spec, overrides, plain))]
@@ -146,10 +147,9 @@ def read_reports(run: Run) -> dict | None:
   reports = {}
   for name, source in run.config.data.eval.items():
     path = report_path(run.workdir, source, run.config.total_steps)
-    if not os.path.isfile(path):
+    if not fileio.gfile.exists(path):
       return None
-    with open(path) as f:
-      report = json.load(f)
+    report = json.loads(fileio.read_text(path))
     if report.get('step') != run.config.total_steps:
       return None
     reports[name] = report
@@ -158,7 +158,7 @@ def read_reports(run: Run) -> dict | None:
 
 def _saved_state(run: Run) -> tuple[int, dict | None]:
   """(latest checkpointed step, its meta) of ``run.workdir``; (0, None) before any."""
-  if not os.path.isdir(os.path.join(run.workdir, 'checkpoints')):
+  if not fileio.gfile.isdir(os.path.join(run.workdir, 'checkpoints')):
     return 0, None
   ckpt = checkpoint.Checkpointer(run.workdir)
   try:
@@ -197,19 +197,9 @@ def _times_path(run: Run) -> str:
 
 
 def _read_time(run: Run) -> dict | None:
-  if not os.path.isfile(_times_path(run)):
+  if not fileio.gfile.exists(_times_path(run)):
     return None
-  with open(_times_path(run)) as f:
-    return json.load(f)
-
-
-def _write(path: str, write, mode: str = 'w') -> None:
-  """Writes through ``write(file)`` to a temporary file, then replaces ``path`` with it, so
-  that an interrupted call never leaves a file half-written."""
-  tmp = path + '.tmp'
-  with open(tmp, mode) as f:
-    write(f)
-  os.replace(tmp, path)
+  return json.loads(fileio.read_text(_times_path(run)))
 
 
 def _duration(seconds: float | None) -> str:
@@ -226,7 +216,7 @@ def run_study(spec: str, workdir: str, seeds: int = 3, overrides: dict | None = 
   files of the module docstring and returns the contents of ``ablation.json`` (with
   ``trained``: the names of the runs this call trained)."""
   runs = plan(spec, workdir, seeds, overrides)
-  os.makedirs(os.path.abspath(workdir), exist_ok=True)
+  fileio.gfile.makedirs(fileio.absolute(workdir))
   saved = [_saved_state(run) for run in runs]
   measured = {'seconds': 0.0, 'steps': 0}  # for the ETA
   trained = []
@@ -246,7 +236,7 @@ def run_study(spec: str, workdir: str, seeds: int = 3, overrides: dict | None = 
       record = {'seconds': time.monotonic() - start, 'steps': run.config.total_steps - step,
                 'resumed_from_step': step}
       if jax.process_index() == 0:
-        _write(_times_path(run), lambda f, r=record: json.dump(r, f, indent=1))
+        fileio.write_atomically(_times_path(run), lambda f, r=record: json.dump(r, f, indent=1))
       trained.append(run.name)
       reports = read_reports(run)
       if reports is None:
@@ -368,9 +358,9 @@ def plot(study: dict, path: str) -> None:
 def write_outputs(study: dict, workdir: str) -> None:
   """``ablation.json``, ``.md`` and ``.png`` in ``workdir``."""
   stem = os.path.join(workdir, 'ablation')
-  _write(stem + '.json', lambda f: json.dump(study, f, indent=1))
-  _write(stem + '.md', lambda f: f.write(to_markdown(study)))
-  _write(stem + '.png', lambda f: plot(study, f), mode='wb')
+  fileio.write_atomically(stem + '.json', lambda f: json.dump(study, f, indent=1))
+  fileio.write_atomically(stem + '.md', lambda f: f.write(to_markdown(study)))
+  fileio.write_atomically(stem + '.png', lambda f: plot(study, f), binary=True)
 
 
 def main(argv):

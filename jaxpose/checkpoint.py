@@ -13,6 +13,9 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from jaxpose import fileio
 
 
 class Checkpointer:
@@ -20,7 +23,8 @@ class Checkpointer:
   input stream's position."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    fileio.check_checkpoint_directory(workdir)
+    self.directory = os.path.join(fileio.absolute(workdir), 'checkpoints')
     # The train loop decides when to save (after the step's loss is known to be finite).
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -149,8 +153,9 @@ def check_model_config(saved: dict, config: ml_collections.ConfigDict, where: st
 
 def require_checkpoints(workdir: str) -> str:
   """The checkpoint folder of ``workdir``; raises (creating nothing) if there is none."""
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(directory) or not os.listdir(directory):
+  fileio.check_checkpoint_directory(workdir)
+  directory = os.path.join(fileio.absolute(workdir), 'checkpoints')
+  if not fileio.gfile.isdir(directory) or not fileio.gfile.listdir(directory):
     raise FileNotFoundError(f'no checkpoint in {directory}: train first with '
                             f'`python -m jaxpose.train --config=... --workdir={workdir}`')
   return directory
@@ -169,9 +174,18 @@ def workdir_lock(workdir: str):
   when that process ends, however it ends, so a crashed run leaves nothing stuck. The file
   names the holder's host and pid for the message the other run gets.
 
+  An object store (gs://) has no lock that the OS drops when its holder dies, so there the
+  run goes unlocked, with a warning: keeping two runs off one gs:// workdir is the user's.
+
   Raises:
     WorkdirLockedError: on every process, if another run holds the lock.
   """
+  if not fileio.is_local(workdir):
+    logging.warning('%s is not on a local file system: no lock keeps a second training run '
+                    'out of it (an OS file lock needs one); start one run per workdir',
+                    workdir)
+    yield
+    return
   path = os.path.join(workdir, 'train.lock')
   error = None
   with contextlib.ExitStack() as stack:

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import config as config_lib
+from jaxpose import fileio
 from jaxpose import geometry
 from jaxpose import metrics
 from jaxpose import parallel
@@ -138,31 +139,13 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
     if writer is not None:
       writer.write_scalars(step, {f'eval/{name}/{k}': v for k, v in summary.items()})
     if jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
+      fileio.gfile.makedirs(out_dir)
       stem = os.path.join(out_dir, f'{source_config.dataset}_{source_config.split}')
-      _write_atomically(stem + '.json', lambda p: _write_text(p, json.dumps(report, indent=1)))
-      _write_atomically(stem + '.md', lambda p: _write_text(p, protocols.to_markdown(report)))
-      _write_atomically(stem + '_pck.png', lambda p: protocols.plot_pck(pred, gt, valid, p))
+      fileio.write_atomically(stem + '.json', lambda f: json.dump(report, f, indent=1))
+      fileio.write_atomically(stem + '.md', lambda f: f.write(protocols.to_markdown(report)))
+      fileio.write_atomically(stem + '_pck.png',
+                              lambda f: protocols.plot_pck(pred, gt, valid, f), binary=True)
   return reports
-
-
-def _write_atomically(path: str, write) -> None:
-  """``write(temporary path)`` beside ``path``, then renamed onto it: an interrupted
-  evaluation leaves the old file or the new one, never half of one."""
-  directory, name = os.path.split(path)
-  # The temporary name keeps the extension (the PNG writer goes by it).
-  temporary = os.path.join(directory, f'.tmp-{os.getpid()}-{name}')
-  try:
-    write(temporary)
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-
-
-def _write_text(path: str, text: str) -> None:
-  with open(path, 'w') as f:
-    f.write(text)
 
 
 def prediction_pictures(predict_fn, variables, batch: dict, local_batch: dict,

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from absl import flags
 
 from jaxpose import cli
+from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose import predict
 from jaxpose import skeleton
@@ -155,19 +156,19 @@ def saved_model(predictor: predict.Predictor, directory: str) -> None:
 
 def export(predictor: predict.Predictor, out_dir: str) -> dict:
   """Writes the artefacts of the module docstring; returns their paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.gfile.makedirs(out_dir)
   paths = dict(jax_export=os.path.join(out_dir, JAX_EXPORT),
                saved_model=os.path.join(out_dir, SAVED_MODEL),
                info=os.path.join(out_dir, 'export.json'))
-  with open(paths['jax_export'], 'wb') as f:
-    f.write(export_crops(predictor).serialize())
+  serialized = export_crops(predictor).serialize()
+  fileio.write_atomically(paths['jax_export'], lambda f: f.write(serialized), binary=True)
   saved_model(predictor, paths['saved_model'])
-  with open(paths['info'], 'w') as f:
-    json.dump(dict(step=predictor.step, input_size=predictor.input_size,
-                   joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
-                   signatures=dict(crops='crops (B, S, S, 3) uint8',
-                                   image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
-                                         'w, h px, focal () float32 px')), f, indent=1)
+  info = dict(step=predictor.step, input_size=predictor.input_size,
+              joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
+              signatures=dict(crops='crops (B, S, S, 3) uint8',
+                              image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
+                                    'w, h px, focal () float32 px'))
+  fileio.write_atomically(paths['info'], lambda f: json.dump(info, f, indent=1))
   return paths
 
 

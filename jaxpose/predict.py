@@ -54,6 +54,7 @@ from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 from jaxpose import boxes as box_files
 from jaxpose import checkpoint
 from jaxpose import cli
+from jaxpose import fileio
 from jaxpose import geometry
 from jaxpose import parallel
 from jaxpose import skeleton
@@ -167,17 +168,37 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
   return box
 
 
-def person_region(box, image_size: tuple[int, int], name: str) -> tuple[np.ndarray, float]:
-  """Centre and side of the network's input square for a person box (module docstring)."""
+# A person box may reach past the image (a person cut off by its border), but one whose
+# longer side exceeds this many times the image's longer side would leave the whole image
+# under a quarter of the crop's side: no person is visible at that scale, the box is a typo.
+MAX_BOX_TO_IMAGE = 4.0
+
+
+def check_box(box, image_size: tuple[int, int], where: str) -> np.ndarray:
+  """``box`` (x, y, w, h) as an array; raises, naming ``where`` (the flag or file entry and
+  the image), unless it is finite with w, h > 0, overlaps the image and its longer side is
+  at most ``MAX_BOX_TO_IMAGE`` times the image's."""
   box = np.asarray(box, np.float64).reshape(-1)
   width, height = image_size
   if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-    raise ValueError(f'box of {name} must be four finite numbers (x, y, w, h) with w, h > 0, '
+    raise ValueError(f'box of {where} must be four finite numbers (x, y, w, h) with w, h > 0, '
                      f'got {box.tolist()}')
   x, y, w, h = box
   if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} lies outside image {name} of '
-                     f'size {width}x{height} (width x height)')
+    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} of {where} lies outside the '
+                     f'image of size {width}x{height} (width x height); expected a box that '
+                     'overlaps it')
+  limit = MAX_BOX_TO_IMAGE * max(width, height)
+  if max(w, h) > limit:
+    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} of {where} is larger than '
+                     f'{MAX_BOX_TO_IMAGE:g} times the image of size {width}x{height} (width x '
+                     f'height); expected w, h <= {limit:g} pixels')
+  return box
+
+
+def person_region(box, image_size: tuple[int, int], name: str) -> tuple[np.ndarray, float]:
+  """Centre and side of the network's input square for a person box (module docstring)."""
+  x, y, w, h = check_box(box, image_size, name)
   return np.array([x + w / 2, y + h / 2]), float(max(w, h) * crops.BOX_PADDING)
 
 
@@ -486,17 +507,18 @@ def write(prediction: dict | Sequence[dict], image: np.ndarray, out_dir: str, na
   """Writes ``out_dir/<name>.json`` (``to_json`` + ``extra``; for a list of predictions,
   ``{"people": [to_json, ...]}`` + ``extra``) and ``<name>.png`` (``prediction_picture``);
   returns their paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.gfile.makedirs(out_dir)
   stem = os.path.join(out_dir, name)
   if isinstance(prediction, dict):
     data = {**to_json(prediction), **(extra or {})}
   else:
     data = {'people': [to_json(p) for p in prediction], **(extra or {})}
   # One line per key: readable, yet a pose stays one line instead of 68.
-  with open(stem + '.json', 'w') as f:
-    f.write('{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
-            + '\n}\n')
-  Image.fromarray(prediction_picture(image, prediction)).save(stem + '.png')
+  fileio.write_atomically(stem + '.json', lambda f: f.write(
+      '{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in data.items())
+      + '\n}\n'))
+  picture = Image.fromarray(prediction_picture(image, prediction))
+  fileio.write_atomically(stem + '.png', lambda f: picture.save(f, format='PNG'), binary=True)
   return stem + '.json', stem + '.png'
 
 
@@ -521,17 +543,25 @@ def main(argv):
     raise ValueError('give --focal or --fov, not both')
   table = None if fl.boxes is None else box_files.load(fl.boxes, fl.min_box_score)
   if fl.video:
+    if not fileio.is_local(fl.out):
+      raise ValueError(f'--out={fl.out}: a video\'s outputs are written by OpenCV, which needs '
+                       'a local folder')
     from jaxpose import video  # pylint: disable=g-import-not-at-top  (it imports this module)
-    # Checked before the (slower) restore, so that a bad file fails at once.
-    video.open_video(fl.video)[0].release()
+    # Checked before the (slower) restore, so that a bad file or box fails at once.
+    capture, info = video.open_video(fl.video)
+    capture.release()
     frame_boxes = None if table is None else box_files.for_frames(table, fl.boxes)
+    for index, frame_boxes_at in (frame_boxes or {}).items():
+      for i, box in enumerate(frame_boxes_at):
+        check_box(box, (info.width, info.height),
+                  f'--boxes={fl.boxes}, box {i} of frame {index} of {fl.video}')
     params = None if fl.smoothing == 'none' else smoothing.OneEuroParams(
         fl.one_euro_min_cutoff, fl.one_euro_beta, fl.one_euro_d_cutoff)
     predictor = Predictor(fl.workdir, fl.step, fl.config)
     summary = video.predict_video(
         predictor, fl.video, fl.out, boxes=frame_boxes, focal=fl.focal, fov=fl.fov,
         smoothing_params=params, lost_confidence=fl.lost_confidence,
-        extra=dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir), step=predictor.step)))
+        extra=dict(checkpoint=dict(workdir=fileio.absolute(fl.workdir), step=predictor.step)))
     print(f'{fl.video}: wrote {summary["jsonl"]} and {summary["video"]}: '
           f'{summary["frames"]} frames at {summary["frames_per_second"]:.1f} frames/s, '
           f'{summary["skipped"]} skipped (undecodable), {summary["lost"]} tracks lost')
@@ -542,14 +572,20 @@ def main(argv):
     raise ValueError(f'--bbox given {len(boxes)} times for {len(paths)} --image; give one '
                      f'box per image, in the same order, or none')
   people = None if table is None else box_files.for_images(table, paths, fl.boxes)
-  # Read before the (slower) restore, so that a bad file fails at once.
+  # Read and checked before the (slower) restore, so that a bad file or box fails at once.
   images = [load_image(path)[0] for path in paths]
+  for path, image, box, text in zip(paths, images, boxes, fl.bbox or []):
+    check_box(box, (image.shape[1], image.shape[0]), f'--bbox={text} (image {path})')
+  for path, image, image_boxes in zip(paths, images, people or []):
+    for i, box in enumerate(image_boxes):
+      check_box(box, (image.shape[1], image.shape[0]),
+                f'--boxes={fl.boxes}, box {i} of image {path}')
   predictor = Predictor(fl.workdir, fl.step, fl.config)
   if people is None:
     predictions = predictor.predict_many(paths, boxes or None, fl.focal, fl.fov)
   else:
     predictions = predictor.predict_people(paths, people, fl.focal, fl.fov)
-  checkpoint_info = dict(checkpoint=dict(workdir=os.path.abspath(fl.workdir),
+  checkpoint_info = dict(checkpoint=dict(workdir=fileio.absolute(fl.workdir),
                                          step=predictor.step))
   for path, image, name, prediction in zip(paths, images, output_names(paths), predictions):
     files = write(prediction, image, fl.out, name,

@@ -356,7 +356,8 @@ def to_markdown(report: dict) -> str:
 
 
 def plot_pck(pred, gt, valid, path) -> None:
-  """Writes a PNG of PCK (%) against the threshold (0..150 mm) under the three alignments.
+  """Writes a PNG of PCK (%) against the threshold (0..150 mm) under the three alignments
+  to ``path`` (a local path or a binary file object).
 
   PCK over the valid ``skeleton.PCK_JOINTS``, pooled over (frame, joint) pairs; alignments
   fitted on all valid joints.
@@ -377,4 +378,4 @@ def plot_pck(pred, gt, valid, path) -> None:
            title=f'3D PCK, {len(skeleton.PCK_JOINTS)} joints, {len(pred)} examples')
   axes.grid(alpha=0.3)
   axes.legend(loc='lower right')
-  FigureCanvasAgg(figure).print_png(str(path))
+  FigureCanvasAgg(figure).print_png(path)

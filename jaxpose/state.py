@@ -5,7 +5,7 @@ the mesh, and initialisation from trained weights (ImageNet backbone weights in 
 from __future__ import annotations
 
 import functools
-import os
+import io
 from typing import Any
 
 import flax
@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxpose import checkpoint
+from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose.models import posenet
 
@@ -101,7 +102,7 @@ def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[Trai
     raise type(e)(f'config.init.checkpoint={init.checkpoint}: {e}') from e
   state = state.replace(params={**state.params, **variables['params']},
                         batch_stats={**state.batch_stats, **variables['batch_stats']})
-  source = dict(checkpoint=os.path.abspath(init.checkpoint), step=step, modules=list(modules),
+  source = dict(checkpoint=fileio.absolute(init.checkpoint), step=step, modules=list(modules),
                 config=meta['config'])
   return state, source
 
@@ -121,16 +122,20 @@ def save_backbone(path: str, params: dict, stats: dict) -> None:
   """Writes backbone weights as a flat npz: ``params/<module path>`` and
   ``batch_stats/<module path>`` (e.g. ``params/res4f/conv3/kernel``), float32, relative to
   the backbone (``PoseNet``'s ``backbone`` collection entry)."""
-  np.savez(path, **_flatten(params, 'params'), **_flatten(stats, 'batch_stats'))
+  fileio.write_atomically(path, lambda f: np.savez(f, **_flatten(params, 'params'),
+                                                   **_flatten(stats, 'batch_stats')),
+                          binary=True)
 
 
 def load_backbone(path: str) -> tuple[dict, dict]:
   """(params, batch_stats) nested dicts from a file written by ``save_backbone``."""
-  if not os.path.isfile(path):
+  if not fileio.gfile.exists(path):
     raise FileNotFoundError(f'config.init.backbone: {path} does not exist (convert the '
                             f'weights with `python -m jaxpose.tools.import_resnet50`)')
   trees = {'params': {}, 'batch_stats': {}}
-  with np.load(path) as data:
+  with fileio.gfile.GFile(path, 'rb') as f:
+    contents = io.BytesIO(f.read())
+  with np.load(contents) as data:
     for key in data.files:
       top, *names = key.split('/')
       if top not in trees or not names:

@@ -13,7 +13,6 @@ runs (``parallel.prefetch``); the evaluation and picture functions compile once 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Callable, NamedTuple
 
@@ -31,6 +30,7 @@ from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import config as config_lib
 from jaxpose import evaluate
+from jaxpose import fileio
 from jaxpose import losses
 from jaxpose import parallel
 from jaxpose import state as state_lib
@@ -131,10 +131,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 
   Raises:
     config.ConfigError: before anything is written, for a config that cannot run.
+    ValueError: likewise, for a workdir where Orbax cannot keep checkpoints.
     checkpoint.WorkdirLockedError: if another training run is using ``workdir``.
   """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  fileio.check_checkpoint_directory(workdir)
+  fileio.gfile.makedirs(workdir)
   with checkpoint.workdir_lock(workdir):
     return _train_and_evaluate(config, workdir)
 

@@ -12,12 +12,14 @@ A track is *lost* when, in the last frame of a batch, its mean joint confidence 
 of each joint's res5a heatmap, trained towards 1 on a visible joint) is below
 ``lost_confidence``, or the middle of its 2D joints lies outside the frame, or their
 extent is under ``MIN_EXTENT_PX`` (too small to pose, or a network that lost its person
-and collapsed its 2D). Without a boxes file the next frame then gets the whole-frame pass
-of a photo without a box (the network on the whole frame, then on the tight box of what it
-found), which starts a new track. With a boxes file, its boxes start and renew tracks: a
-box continues the track whose box it overlaps most (intersection over union above
-``_SAME_TRACK_IOU``), so that a detector's boxes on every frame keep each person's track
-and smoothing, lost or not; a lost track that no box renews ends.
+and collapsed its 2D) or over ``predict.MAX_BOX_TO_IMAGE`` times the frame's longer side
+(a network whose 2D spread out: no box that large is posed). Without a boxes file the
+next frame then gets the whole-frame pass of a photo without a box (the network on the
+whole frame, then on the tight box of what it found), which starts a new track. With a
+boxes file, its boxes start and renew tracks: a box continues the track whose box it
+overlaps most (intersection over union above ``_SAME_TRACK_IOU``), so that a detector's
+boxes on every frame keep each person's track and smoothing, lost or not; a lost track
+that no box renews ends.
 """
 
 from __future__ import annotations
@@ -226,7 +228,8 @@ class Tracker:
       centre = box[:2] + box[2:] / 2
       track.lost = bool(np.mean(person['confidence']) < self.lost_confidence
                         or not (0 <= centre[0] < width and 0 <= centre[1] < height)
-                        or box[2:].max() < MIN_EXTENT_PX)
+                        or box[2:].max() < MIN_EXTENT_PX
+                        or box[2:].max() > predict.MAX_BOX_TO_IMAGE * max(width, height))
       if track.lost:
         continue
       if index > track.index and track.box[2:].any():

@@ -1,6 +1,7 @@
 """Restore-and-evaluate: every example counts once whatever the batch size and the devices,
 and the named errors."""
 
+import io
 import json
 import pathlib
 
@@ -11,10 +12,12 @@ import pytest
 from jaxpose import benchmark
 from jaxpose import checkpoint
 from jaxpose import evaluate
+from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
+from PIL import Image
 from conftest import load_config
 
 
@@ -140,3 +143,29 @@ def test_pictures_are_the_same_with_the_latent_kernel_sharded(trained):
                                                   parallel.to_global(batch, mesh), batch)
   assert pictures[True].shape == (8, 64, 128, 3)
   np.testing.assert_array_equal(pictures[True], pictures[False])
+
+
+def test_reports_on_a_non_local_workdir(trained):
+  """TensorFlow's ram:// stands in for gs:// (both go through tf.io.gfile): the reports of
+  the trained state there equal those its training run wrote locally."""
+  config, workdir, state = trained
+  model = posenet.create(config.model)
+  mesh = parallel.make_mesh()
+  _, shardings = state_lib.create_train_state(config, mesh, model,
+                                              state_lib.make_optimizer(config.optim))
+  predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
+  remote = f'ram://{workdir}'
+  reports = evaluate.evaluate_all(config, predict_fn, state.variables(), mesh, remote, 2)
+  names = {f'synthetic_humans_{split}{end}' for split in ('wild_test', 'studio_test')
+           for end in ('.json', '.md', '_pck.png')}
+  assert set(fileio.gfile.listdir(f'{remote}/eval/2')) == names
+  stem = f'{remote}/eval/2/synthetic_humans_wild_test'
+  saved = json.loads(fileio.read_text(stem + '.json'))
+  assert saved == json.loads(json.dumps(reports['wild_test']))
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.json') as f:
+    local = json.load(f)
+  for metric in ('mpjpe', 'pa_mpjpe', 'pck', 'auc'):
+    assert saved[metric] == pytest.approx(local[metric], abs=1e-4), metric
+  assert '| All | 16 |' in fileio.read_text(stem + '.md')
+  with fileio.gfile.GFile(stem + '_pck.png', 'rb') as f:
+    assert Image.open(io.BytesIO(f.read())).format == 'PNG'

@@ -6,6 +6,7 @@ notebook test shares); the photos are the real MPII and Human3.6M samples of
 """
 
 import functools
+import io
 import json
 import tempfile
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxpose import fileio
 from jaxpose import geometry
 from jaxpose import predict
 from jaxpose import skeleton
@@ -201,12 +203,66 @@ def test_bad_inputs_are_named(predictor, tmp_path):
 
   photo = tmp_path / 'photo.png'
   Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
-  with pytest.raises(ValueError, match=r'box \(x, y, w, h\) = \(50.0, 0.0, 10.0, 10.0\) lies '
-                                       r'outside image .*photo.png of size 40x30'):
+  with pytest.raises(ValueError, match=r'box \(x, y, w, h\) = \(50.0, 0.0, 10.0, 10.0\) of '
+                                       r'.*photo.png lies outside the image of size 40x30'):
     predictor.predict(photo, box=(50, 0, 10, 10))
+  with pytest.raises(ValueError, match=r'\(0.0, 0.0, 1000000000.0, 1000000000.0\) of .*photo.png '
+                                       r'is larger than 4 times the image of size 40x30 .*'
+                                       r'expected w, h <= 160 pixels'):
+    predictor.predict(photo, box=(0, 0, 1e9, 1e9))
   with pytest.raises(ValueError, match='w, h > 0'):
     predictor.predict(photo, box=(0, 0, 0, 10))
   with pytest.raises(ValueError, match='focal of .*photo.png must be a positive number'):
     predictor.predict(photo, focal=-1.0)
   with pytest.raises(ValueError, match="--bbox must be four numbers x,y,w,h, got '1,2,3'"):
     predict.parse_box('1,2,3')
+
+
+def test_boxes_must_overlap_the_image_and_be_at_most_4_times_its_size():
+  size = (40, 30)
+  # Past the border (a person cut off by it) and up to 4 times the longer side: accepted.
+  np.testing.assert_array_equal(predict.check_box((-100, -5, 160, 10), size, 'b'),
+                                [-100, -5, 160, 10])
+  for box, problem in [((0, 0, 160.5, 10), 'is larger than 4 times'),
+                       ((0, 0, 10, 1e9), 'is larger than 4 times'),
+                       ((40, 0, 10, 10), 'lies outside'), ((-10, 5, 10, 10), 'lies outside'),
+                       ((0, 0, np.inf, 10), 'four finite numbers')]:
+    with pytest.raises(ValueError, match=problem):
+      predict.check_box(box, size, 'b')
+
+
+def test_command_line_rejects_a_huge_box_before_restoring(tmp_path):
+  """The box is checked before the checkpoint is read: ``tmp_path`` has none, and the error
+  names the flag rather than the missing checkpoint."""
+  photo = tmp_path / 'photo.png'
+  Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
+  with pytest.raises(ValueError, match=r'of --bbox=0,0,1e9,1e9 \(image .*photo.png\) is larger '
+                                       r'than 4 times the image of size 40x30'):
+    run_main(predict, [f'--workdir={tmp_path}', f'--image={photo}', '--bbox=0,0,1e9,1e9',
+                       f'--out={tmp_path / "out"}'])
+  boxes = tmp_path / 'boxes.json'
+  boxes.write_text(json.dumps({'photo.png': [[0, 0, 10, 10], [50, 0, 10, 10]]}))
+  with pytest.raises(ValueError, match=r'of --boxes=.*boxes.json, box 1 of image .*photo.png '
+                                       r'lies outside the image'):
+    run_main(predict, [f'--workdir={tmp_path}', f'--image={photo}', f'--boxes={boxes}',
+                       f'--out={tmp_path / "out"}'])
+  assert not (tmp_path / 'out').exists()
+
+
+def test_outputs_in_a_non_local_folder(predictor, tmp_path):
+  """TensorFlow's ram:// stands in for gs:// (both go through tf.io.gfile)."""
+  image = np.zeros((48, 64, 3), np.uint8)
+  prediction = predictor.predict(image, box=(10, 5, 30, 40))
+  out = f'ram://{tmp_path}/out'
+  json_path, png_path = predict.write(prediction, image, out, 'photo', {'image': 'photo.png'})
+  assert (json_path, png_path) == (f'{out}/photo.json', f'{out}/photo.png')
+  saved = json.loads(fileio.read_text(json_path))
+  np.testing.assert_allclose(saved['pose_3d'], prediction['pose_3d'], rtol=1e-6)
+  assert saved['image'] == 'photo.png'
+  with fileio.gfile.GFile(png_path, 'rb') as f:
+    picture = Image.open(io.BytesIO(f.read()))
+  h = predict.PICTURE_HEIGHT
+  assert picture.size == (round(64 * h / 48) + 2 * h, h)
+  with pytest.raises(ValueError, match=r"--out=ram://x: a video's outputs are written by "
+                                       'OpenCV, which needs a local folder'):
+    run_main(predict, ['--workdir=unused', '--video=v.mp4', '--out=ram://x'])

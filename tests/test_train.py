@@ -1,9 +1,12 @@
 """The train step and loop: sharding, resumption, and stopping on a non-finite loss."""
 
 import os
+import json
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -11,11 +14,12 @@ import pytest
 
 from jaxpose import benchmark
 from jaxpose import checkpoint
+from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.models import posenet
-from conftest import REPO, load_config
+from conftest import DATA_DIR, REPO, load_config
 
 
 def _run_steps(config, devices, batches):
@@ -150,3 +154,123 @@ def test_a_killed_run_leaves_the_workdir_free(tmp_path):
     holder.wait()
   with checkpoint.workdir_lock(str(tmp_path)):
     assert f'pid {os.getpid()}' in (tmp_path / 'train.lock').read_text()
+
+
+# The shortest smoke run that saves several times; evaluated at its end only.
+CRASH_RUN = dict(total_steps=8, checkpoint_every_steps=1, image_every_steps=0,
+                 eval_every_steps=8, log_every_steps=2)
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  directory = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
+      directory.exists()) else []
+
+
+def _writing(workdir, since: float = 0.0) -> bool:
+  """Whether Orbax is writing a checkpoint: a temporary folder made after ``since`` (a
+  killed run leaves its folder behind, under the name the next run writes again)."""
+  for path in (workdir / 'checkpoints').glob('*.orbax-checkpoint-tmp*'):
+    try:
+      if path.stat().st_mtime >= since:
+        return True
+    except FileNotFoundError:  # renamed to its step meanwhile
+      pass
+  return False
+
+
+def _start_training(workdir, log):
+  """``python -m jaxpose.train`` of ``CRASH_RUN`` in ``workdir``, its log in ``log``."""
+  with open(log, 'w') as stderr:
+    return subprocess.Popen(
+        [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
+         f'--config.data.data_dir={DATA_DIR}',
+         *(f'--config.{k}={v}' for k, v in CRASH_RUN.items()), f'--workdir={workdir}'],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def _kill_when(process, ready, timeout_s: float = 600) -> bool:
+  """SIGKILLs ``process`` as soon as ``ready()``; False if it ended first."""
+  deadline = time.monotonic() + timeout_s
+  while process.poll() is None:
+    if ready() or time.monotonic() > deadline:
+      process.send_signal(signal.SIGKILL)
+      process.wait()
+      assert time.monotonic() <= deadline, f'the run never got to the moment in {timeout_s} s'
+      return True
+    time.sleep(0.002)
+  return False
+
+
+def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_state(tmp_path):
+  """SIGKILL at seeded random moments after a new checkpoint and once while Orbax writes
+  one; each restart resumes from the last complete checkpoint, and the last one ends with
+  the state, data position and evaluation of a run never interrupted."""
+  config = load_config('synthetic')
+  config.update(CRASH_RUN)
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'))
+  workdir = tmp_path / 'killed'
+  rng = random.Random(18)
+  plan = ['random', 'writing', 'random']
+  kills, starts = [], []  # (moment, killed while writing), steps saved when each started
+  for attempt in range(len(plan) + 1):
+    log = tmp_path / f'attempt_{attempt}.log'
+    before = _checkpoint_steps(workdir)
+    starts.append(before)
+    started = time.time()
+    process = _start_training(workdir, log)
+    if attempt < len(plan):
+      if plan[attempt] == 'writing':
+        ready = lambda: _writing(workdir, started)
+      else:
+        delay = rng.uniform(0.0, 1.0)
+        ready = lambda: (_checkpoint_steps(workdir)[-1:] > before[-1:]
+                         and time.sleep(delay) is None)
+      if _kill_when(process, ready):
+        kills.append((plan[attempt], _writing(workdir, started)))
+        continue
+    assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+    break
+  assert [moment for moment, _ in kills] == plan and kills[1] == ('writing', True), kills
+  # Each killed run had saved a checkpoint, and the next one resumed from the newest.
+  for attempt, steps in enumerate(starts[1:], 1):
+    text = (tmp_path / f'attempt_{attempt}.log').read_text()
+    assert f'Resumed from step {steps[-1]} of' in text, text[-3000:]
+
+  mesh = parallel.make_mesh()
+  model = posenet.create(config.model)
+  tx = state_lib.make_optimizer(config.optim)
+  abstract, _ = state_lib.create_train_state(config, mesh, model, tx)
+  ckpt = checkpoint.Checkpointer(str(workdir))
+  assert ckpt.latest_step() == config.total_steps
+  resumed, meta = ckpt.restore(abstract)
+  ckpt.close()
+  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                      jax.device_get(full), jax.device_get(resumed))
+  assert max(jax.tree.leaves(diff)) < 1e-6
+  full_ckpt = checkpoint.Checkpointer(str(tmp_path / 'full'))
+  full_meta = full_ckpt.read_meta()
+  full_ckpt.close()
+  assert meta['data_position'] == full_meta['data_position']
+  for name in ('synthetic_humans_wild_test.json', 'synthetic_humans_studio_test.json'):
+    killed_report, full_report = (json.loads((d / 'eval' / '8' / name).read_text())
+                                  for d in (workdir, tmp_path / 'full'))
+    assert killed_report['mpjpe'] == pytest.approx(full_report['mpjpe'], rel=1e-5)
+  assert not _writing(workdir)
+
+
+def test_a_workdir_orbax_cannot_hold_is_refused_before_anything_is_written():
+  config = load_config('synthetic')
+  with pytest.raises(ValueError, match='--workdir=ram://refused: checkpoints need a local '
+                                       'folder or a gs:// URL'):
+    train.train_and_evaluate(config, 'ram://refused')
+  assert not fileio.gfile.exists('ram://refused')
+
+
+def test_an_object_store_workdir_goes_unlocked_with_a_warning(caplog):
+  with checkpoint.workdir_lock('gs://bucket/run'):
+    with checkpoint.workdir_lock('gs://bucket/run'):
+      pass
+  assert caplog.text.count('gs://bucket/run is not on a local file system: no lock keeps a '
+                           'second training run out of it') == 2

@@ -194,3 +194,34 @@ def test_undecodable_frames_are_skipped_and_bad_files_named(predictor, tmp_path)
   with pytest.raises(ValueError, match='cannot read video .*garbage.mp4'):
     video.predict_video(predictor, garbage, str(tmp_path / 'garbage'))
   assert not (tmp_path / 'garbage').exists() or not any((tmp_path / 'garbage').iterdir())
+
+
+def test_a_track_whose_2d_spreads_past_4_times_the_frame_is_lost(predictor):
+  frames, joints = _walk(frames=4)
+  centre = (joints[1].min(0) + joints[1].max(0)) / 2
+  # 2000 px across about the same centre, over 4 times the frame's 320: no box that large
+  # may be posed.
+  joints[1] = centre + (joints[1] - centre) * 2000 / np.ptp(joints[1], axis=0).max()
+  tracker = video.Tracker(_TrueTwoD(predictor, frames, joints), SIZE, lost_confidence=0.5)
+  boxes = [people[0]['box'] for *_, people in tracker((t, t / 25, f)
+                                                      for t, f in enumerate(frames))]
+  # Frame 1 is cropped on frame 0's 2D; its spread 2D loses the track, and frame 2 gets the
+  # whole-frame pass.
+  np.testing.assert_allclose(boxes[1], video.extent_box(joints[0]), atol=1e-9)
+  assert tracker.lost == 1 and boxes[2] is None
+
+
+def test_a_boxes_file_with_a_huge_box_is_refused_before_restoring(tmp_path):
+  """``tmp_path`` has no checkpoint: the box is checked first, naming the file's entry."""
+  frames, _ = _walk(frames=3)
+  clip = tmp_path / 'clip.mp4'
+  _write_mp4(clip, frames)
+  boxes = tmp_path / 'boxes.json'
+  boxes.write_text(json.dumps({'0': [[0, 0, 100, 100]], '2': [[0, 0, 100, 100],
+                                                              [0, 0, 1e9, 1e9]]}))
+  with pytest.raises(ValueError, match=r'of --boxes=.*boxes.json, box 1 of frame 2 of '
+                                       r'.*clip.mp4 is larger than 4 times the image of size '
+                                       r'320x240 .*expected w, h <= 1280 pixels'):
+    run_main(predict, [f'--workdir={tmp_path}', f'--video={clip}', f'--boxes={boxes}',
+                       f'--out={tmp_path / "out"}'])
+  assert not (tmp_path / 'out').exists()

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from jaxpose import fileio
 from jaxpose import state
 from jaxpose.models import posenet
 from jaxpose.models import resnet
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--out', required=True, help=f'output folder for {FILE_NAME}')
   args = parser.parse_args(argv)
   params, stats = to_posenet_input(*convert(read_keras_h5(args.keras_h5), args.keras_h5))
-  os.makedirs(args.out, exist_ok=True)
+  fileio.gfile.makedirs(args.out)
   path = os.path.join(args.out, FILE_NAME)
   state.save_backbone(path, params, stats)
   print(f'wrote {path}; train with --config.init.backbone={path}')
