@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxpose import fileio
+from jaxpose import parallel
 
 
 class Checkpointer:
@@ -69,7 +70,7 @@ class Checkpointer:
 
     Raises:
       ValueError: naming every leaf that the checkpoint lacks or holds in another shape,
-        with both shapes.
+        with both shapes; or if it holds non-finite values.
     """
     step = self.resolve_step(step)
     saved = self.saved_shapes(step)
@@ -91,9 +92,17 @@ class Checkpointer:
     item = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         abstract_variables)
-    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))).state
+    variables = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True))).state
+    # Training saves no non-finite state, but older or foreign checkpoints may hold one;
+    # named here, it would otherwise surface as NaN predictions far from its cause.
+    if not parallel.all_finite(variables):
+      raise ValueError(f'the checkpoint of step {step} in {self.directory} holds non-finite '
+                       f'parameters (the run diverged); choose an earlier step with --step '
+                       f'(steps there: {sorted(self.manager.all_steps())})')
+    return variables
 
   def saved_shapes(self, step: int) -> dict:
     """The saved train state's tree with each leaf's shape, read from its metadata."""

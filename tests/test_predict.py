@@ -8,14 +8,18 @@ notebook test shares); the photos are the real MPII and Human3.6M samples of
 import functools
 import io
 import json
+import shutil
 import tempfile
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+from jaxpose import checkpoint
 from jaxpose import fileio
 from jaxpose import geometry
+from jaxpose import parallel
 from jaxpose import predict
 from jaxpose import skeleton
 from jaxpose import train
@@ -190,6 +194,17 @@ def test_bad_inputs_are_named(predictor, tmp_path):
   with pytest.raises(FileNotFoundError, match='no checkpoint for step 5 in .*steps there: '
                                               r'\[2\]'):
     predict.Predictor(trained_smoke_workdir(), step=5)
+
+  diverged = tmp_path / 'diverged'
+  shutil.copytree(trained_smoke_workdir(), diverged)
+  ckpt = checkpoint.Checkpointer(str(diverged))
+  fresh = train.setup(load_config('synthetic'), parallel.make_mesh(jax.devices()[:1])).state
+  state, meta = ckpt.restore(fresh)
+  ckpt.save(3, state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params)), meta)
+  ckpt.close()
+  with pytest.raises(ValueError, match=f'checkpoint of step 3 in {diverged}/checkpoints holds '
+                                       r'non-finite parameters .*steps there: \[2, 3\]'):
+    predict.Predictor(str(diverged))
 
   corrupt = tmp_path / 'corrupt.jpg'
   corrupt.write_bytes(b'\xff\xd8 not really a JPEG')
