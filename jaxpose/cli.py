@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 
 from absl import app
@@ -151,7 +152,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _exit(_config_file_problem(argv) or _describe_flag_error(e))
   # An override of a key the config lacks (ml_collections raises it while parsing).
   except AttributeError as e:
-    _exit(f'a --config.* override names a key the config lacks: {_describe(e)}')
+    text = _describe(e)
+    # ml_collections names only the last part of the key: name the flag that holds it.
+    key = re.match(r"'([^']*)'", text)
+    given = [a.split('=')[0] for a in argv if key and a.startswith('--config.')
+             and key.group(1) in a.split('=')[0].split('.')]
+    _exit(f'{" ".join(given) or "a --config.* override"}: the config has no key {text}')
   except (KeyError, TypeError, ValueError, OSError) as e:
     _exit(_config_file_problem(argv) or f'--config: {_describe(e)}')
   if 'config' in FLAGS and FLAGS['config'].present:

@@ -173,7 +173,7 @@ class BadDataTest(absltest.TestCase):
       records[1]['joints'][3][0] = value   # a labelled joint: JSON null or far away
       path.write_text(json.dumps(records))
       with self.assertRaisesRegex(ValueError, r'mpii_train.json: person 1 \(image mpii_a.jpg\): '
-                                  r'joint \d+ is labelled at ' + message):
+                                  r'joint \d+ \(\w+\) is labelled at ' + message):
         _build(self, self.manual_dir)
 
   def test_truncated_mat_is_named(self):

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from jaxpose import geometry
+from jaxpose import skeleton
 
 BOX_PADDING = 1.2
 STORE_MARGIN = 1.5
@@ -44,9 +45,11 @@ def check_joints(joints_2d: np.ndarray, valid: np.ndarray, image_shape) -> None:
   for j in np.flatnonzero(valid):
     x, y = points[j]
     if not (np.isfinite(x) and np.isfinite(y)):
-      raise BadJointsError(f'joint {j} is labelled at ({x}, {y}); expected finite pixels')
+      raise BadJointsError(f'joint {j} ({skeleton.JOINT_NAMES[j]}) is labelled at ({x}, {y}); '
+                           'expected finite pixels')
     if not (-width <= x <= 2 * width and -height <= y <= 2 * height):
-      raise BadJointsError(f'joint {j} is labelled at ({x:.6g}, {y:.6g}), more than the '
+      raise BadJointsError(f'joint {j} ({skeleton.JOINT_NAMES[j]}) is labelled at ({x:.6g}, '
+                           f'{y:.6g}), more than the '
                            f'image\'s size ({width}×{height} pixels) outside it')
 
 
