@@ -136,7 +136,7 @@ def build_train(config, mesh) -> dict:
   if batch_size % mesh.devices.size:
     raise ValueError(f'--batch_size={batch_size} is not divisible by the '
                      f'{mesh.devices.size} devices')
-  _, _, state, _, step = train.setup(config, mesh)
+  _, state, _, step = train.setup(config, mesh)
   host_batch = random_batch(config, batch_size)
   batch = parallel.to_global(host_batch, mesh)
   start = time.perf_counter()

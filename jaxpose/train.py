@@ -76,21 +76,20 @@ def train_step(state: state_lib.TrainState, batch: dict, *, model: posenet.PoseN
 class Setup(NamedTuple):
   """What a training run (or a benchmark, or a test) needs to take steps."""
   model: posenet.PoseNet
-  tx: optax.GradientTransformation
   state: state_lib.TrainState      # fresh, sharded over the mesh
   shardings: state_lib.TrainState  # of the state
   step: Callable                   # (state, global batch) -> (state, metrics), compiled
 
 
 def setup(config: ml_collections.ConfigDict, mesh) -> Setup:
-  """The model, optimiser (with the learning-rate discrepancy of ``config``), sharded
-  initial state and jitted ``train_step`` of ``config`` over ``mesh``."""
+  """The model, sharded initial state and jitted ``train_step`` of ``config`` over
+  ``mesh``, with the optimiser of ``config`` (learning-rate discrepancy included)."""
   model = posenet.create(config.model)
   tx = state_lib.make_optimizer(config.optim, state_lib.pretrained_modules(config))
   state, shardings = state_lib.create_train_state(config, mesh, model, tx)
   step = parallel.jit_train_step(
       functools.partial(train_step, model=model, tx=tx, config=config), mesh, shardings)
-  return Setup(model, tx, state, shardings, step)
+  return Setup(model, state, shardings, step)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
 def _train_and_evaluate(config: ml_collections.ConfigDict,
                         workdir: str) -> state_lib.TrainState:
   mesh = parallel.make_mesh()
-  model, _, state, shardings, step_fn = setup(config, mesh)
+  model, state, shardings, step_fn = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   position = None
   source = None

@@ -26,7 +26,7 @@ def main(argv):
   del argv
   config, workdir = cli.FLAGS.config, cli.FLAGS.workdir
   mesh = parallel.make_mesh()
-  model, _, state, shardings, step = train.setup(config, mesh)
+  model, state, shardings, step = train.setup(config, mesh)
   # This process's devices hold consecutive rows of the global batch, in process order.
   local = config.batch_size // jax.process_count()
   rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)

@@ -18,7 +18,7 @@ LOSSES = ('loss', 'loss_pose_3d', 'loss_bone', 'loss_heatmap', 'loss_projection'
 def _one_step(config, batch):
   """(parameters before, state after, metrics) of one train step on one device."""
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, _, state, _, step = train.setup(config, mesh)
+  _, state, _, step = train.setup(config, mesh)
   before = jax.device_get(state.params)
   state, metrics = step(state, parallel.to_global(batch, mesh))
   return before, jax.device_get(state), jax.device_get(metrics)

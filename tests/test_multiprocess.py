@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 def _train_one_process(config, batches):
   mesh = parallel.make_mesh(jax.devices()[:PROCESSES * 2])
-  model, _, state, shardings, step = train.setup(config, mesh)
+  model, state, shardings, step = train.setup(config, mesh)
   for i in range(worker.STEPS):
     state, _ = step(state, parallel.to_global({k: v[i] for k, v in batches.items()}, mesh))
   return state, mesh, model, shardings

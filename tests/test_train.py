@@ -24,7 +24,7 @@ from conftest import DATA_DIR, REPO, load_config
 
 def _run_steps(config, devices, batches):
   mesh = parallel.make_mesh(devices)
-  _, _, state, _, step = train.setup(config, mesh)
+  _, state, _, step = train.setup(config, mesh)
   for batch in batches:
     state, metrics = step(state, parallel.to_global(batch, mesh))
   return jax.device_get(state), jax.device_get(metrics)
@@ -63,7 +63,7 @@ def test_pretrained_learning_rate_multiplier():
   assert state_lib.pretrained_modules(config) == ('backbone', 'res5a')
   batch = benchmark.random_batch(config, 8)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  _, _, state, _, step = train.setup(config, mesh)
+  _, state, _, step = train.setup(config, mesh)
   before = jax.device_get(state.params)
   after = jax.device_get(step(state, parallel.to_global(batch, mesh))[0].params)
   moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, after)
