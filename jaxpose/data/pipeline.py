@@ -20,7 +20,6 @@ exactly on the pixels; the labels do not change.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import threading
@@ -364,28 +363,30 @@ class _EpochPermutations:
 
   tf.data's parallel map calls this from several threads at once, and near an epoch's end
   for two epochs at once: the permutations of the last few epochs are kept (each computed
-  once), looked up and added under a lock, so that no call sees another epoch's
-  permutation and calls that alternate between epochs do not recompute them.
+  once) in a dict that is replaced whole, never changed in place, so a call reads its own
+  epoch's permutation without a lock (taken only to add one), and calls that alternate
+  between epochs do not recompute them.
   """
 
   KEEP = 4  # epochs; one further back is recomputed, the same, if a late call asks
 
   def __init__(self, size: int, seed: tuple[int, ...]):
     self.size, self.seed = size, seed
-    self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+    self._perms: dict[int, np.ndarray] = {}
     self._lock = threading.Lock()
 
   def permutation(self, epoch: int) -> np.ndarray:
-    with self._lock:
-      perm = self._perms.get(epoch)
-      if perm is None:
-        perm = np.random.default_rng((*self.seed, epoch)).permutation(self.size)
-        self._perms[epoch] = perm
-        if len(self._perms) > self.KEEP:
-          self._perms.popitem(last=False)
-      else:
-        self._perms.move_to_end(epoch)
-      return perm
+    perm = self._perms.get(epoch)
+    if perm is None:
+      with self._lock:
+        perm = self._perms.get(epoch)
+        if perm is None:
+          perm = np.random.default_rng((*self.seed, epoch)).permutation(self.size)
+          perms = {**self._perms, epoch: perm}
+          while len(perms) > self.KEEP:
+            del perms[min(perms)]
+          self._perms = perms
+    return perm
 
   def __call__(self, index: int) -> int:
     epoch, position = divmod(index, self.size)
