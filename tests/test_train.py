@@ -18,7 +18,6 @@ from jaxpose import fileio
 from jaxpose import parallel
 from jaxpose import state as state_lib
 from jaxpose import train
-from jaxpose.models import posenet
 from conftest import DATA_DIR, REPO, load_config
 
 
@@ -107,10 +106,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     train.train_and_evaluate(config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 4
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  state, _ = state_lib.create_train_state(config, mesh, model, tx)
+  state = train.setup(config, parallel.make_mesh(jax.devices()[:1])).state
   restored, _ = ckpt.restore(state)
   assert int(restored.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored.params)))
@@ -238,10 +234,7 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_state(tmp_pat
     text = (tmp_path / f'attempt_{attempt}.log').read_text()
     assert f'Resumed from step {steps[-1]} of' in text, text[-3000:]
 
-  mesh = parallel.make_mesh()
-  model = posenet.create(config.model)
-  tx = state_lib.make_optimizer(config.optim)
-  abstract, _ = state_lib.create_train_state(config, mesh, model, tx)
+  abstract = train.setup(config, parallel.make_mesh()).state
   ckpt = checkpoint.Checkpointer(str(workdir))
   assert ckpt.latest_step() == config.total_steps
   resumed, meta = ckpt.restore(abstract)
