@@ -17,11 +17,11 @@ experiment is the ``paper_model`` variant, e.g.
 * ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
   with the reason, if they are not built and ``config.data.build_if_missing`` is off);
 * ``loop`` (with ``train``): the whole training loop (``train.train_and_evaluate``: input,
-  transfer, step, logging windows): the images/s/device it logs per window, the share of
-  wall time the devices waited for the host (against the ``train`` step on a batch already
-  on the devices), FLOP/s per device and the model FLOP utilisation (MFU) from an analytic
-  count of the network's FLOPs (3 × the forward pass's, the convention of maxtext; XLA's
-  count beside it);
+  transfer, step, logging windows), ``--rounds`` runs of ``--loop_steps``: the images/s/device
+  it logs per window, the share of wall time the devices waited for the host (against the
+  ``train`` step on a batch already on the devices, timed around each run), FLOP/s per
+  device and the model FLOP utilisation (MFU) from an analytic count of the network's FLOPs
+  (3 × the forward pass's, the convention of maxtext; XLA's count beside it);
 * ``peak_memory_bytes``: the device's peak where it reports one, else the process's max RSS.
 
 ``--compare=torch`` (the ``bench`` extra) measures instead the train step and inference of
@@ -63,6 +63,7 @@ from jaxpose.models import posenet
 SECTIONS = ('train', 'infer', 'input', 'loop')
 
 LATENCY_CALLS = 20
+LOOP_STEP_CALLS = 20  # the step alone, before and after each loop run
 INPUT_BATCHES = 20
 PEAK_CALLS = 10
 # Side of the square matmuls that measure the peak: large enough to run at full speed, small
@@ -153,8 +154,8 @@ def build_train(config, mesh) -> dict:
               variables=variables)
 
 
-def measure_train(config, mesh, calls: int, peak: float) -> dict:
-  step = build_train(config, mesh)
+def measure_train(config, mesh, step: dict, calls: int, peak: float) -> dict:
+  """The train step ``step`` (of ``build_train``) timed over ``calls`` calls."""
   report = _rate_report(config.batch_size, _call_times(step['call'], calls),
                         _flops(step['compiled'], mesh.devices.size), peak)
   analytic = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
@@ -238,33 +239,43 @@ def forward_flops(model: posenet.PoseNet, input_size: int) -> int:
   return total
 
 
-def measure_loop(config, steps: int, step_s: float, peak: float) -> dict:
+def measure_loop(config, step: dict, steps: int, rounds: int, peak: float) -> dict:
   """The real training loop (``train.train_and_evaluate``: input, transfer, step, logging
-  windows) on the config's data, for ``steps`` steps without evaluation: the median of the
-  images/s per device it logs per window (the first window, which compiles, left out).
-  ``step_s`` (the step alone on a batch already on the devices) gives the share of the
-  loop's wall time the devices waited for the host."""
+  windows) on the config's data, ``rounds`` runs of ``steps`` steps without evaluation, each
+  between two timings of the step alone on a batch already on the devices (``step``, of
+  ``build_train``): a machine whose speed drifts (shared cores) drifts for both. Per run,
+  the median images/s per device the loop logs per window (the first, which compiles, left
+  out) over the step's own rate (the mean of its two timings) is the loop's fraction; one
+  minus it the share of wall time the devices waited for the host. Medians over runs."""
   config = config.copy_and_resolve_references()
   config.data.eval = ml_collections.ConfigDict()
   config.image_every_steps = 0
   config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = steps
-  with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
-    rates = [float(tf.make_ndarray(value.tensor))
-             for path in tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
-             for event in tf.compat.v1.train.summary_iterator(path)
-             for value in event.summary.value if value.tag == 'images_per_s_per_device']
-  if not rates:
-    raise ValueError(f'--loop_steps={steps}: too few steps for two logging windows of '
-                     f'config.log_every_steps={config.log_every_steps}')
   devices = jax.device_count()
-  rate = float(np.median(rates))
-  step_rate = config.batch_size / step_s / devices
+  runs = []
+  for _ in range(rounds):
+    before = float(np.median(_call_times(step['call'], LOOP_STEP_CALLS)))
+    with tempfile.TemporaryDirectory() as workdir:
+      train.train_and_evaluate(config, workdir)
+      rates = [float(tf.make_ndarray(value.tensor))
+               for path in tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+               for event in tf.compat.v1.train.summary_iterator(path)
+               for value in event.summary.value if value.tag == 'images_per_s_per_device']
+    if not rates:
+      raise ValueError(f'--loop_steps={steps}: too few steps for two logging windows of '
+                       f'config.log_every_steps={config.log_every_steps}')
+    after = float(np.median(_call_times(step['call'], LOOP_STEP_CALLS)))
+    rate, step_s = float(np.median(rates)), (before + after) / 2
+    runs.append(dict(images_per_s_per_device=rate, windows=len(rates), step_s=step_s,
+                     fraction=rate / (config.batch_size / step_s / devices)))
+  median = lambda key: float(np.median([run[key] for run in runs]))
+  rate, fraction = median('images_per_s_per_device'), median('fraction')
   flops = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
-  return dict(steps=steps, windows=len(rates), batch_size=config.batch_size,
-              images_per_s_per_device=rate, loop_step_s=config.batch_size / rate / devices,
-              step_s=step_s, loop_fraction_of_step_rate=rate / step_rate,
-              device_wait_fraction=max(0.0, 1.0 - rate / step_rate),
+  return dict(steps=steps, rounds=rounds, windows_per_round=runs[0]['windows'],
+              batch_size=config.batch_size, images_per_s_per_device=rate,
+              loop_step_s=config.batch_size / rate / devices, step_s=median('step_s'),
+              loop_fraction_of_step_rate=fraction, device_wait_fraction=max(0.0, 1 - fraction),
+              loop_fraction_per_round=[round(run['fraction'], 3) for run in runs],
               analytic_train_flops_per_image=flops,
               flops_per_s_per_device=flops * rate, mfu=flops * rate * devices / peak)
 
@@ -352,7 +363,7 @@ def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
 
 
 def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
-              loop_steps: int = 200, infer_batch: int = 32) -> dict:
+              loop_steps: int = 200, infer_batch: int = 32, rounds: int = 3) -> dict:
   """Measures the sections ``what`` (see the module docstring) of ``config``."""
   unknown = sorted(set(what) - set(SECTIONS))
   if unknown:
@@ -363,9 +374,10 @@ def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
     result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
     peak = result['peak']['flops_per_s']
   if {'train', 'loop'} & set(what):
-    result['train'] = measure_train(config, mesh, timed_steps, peak)
+    step = build_train(config, mesh)
+    result['train'] = measure_train(config, mesh, step, timed_steps, peak)
   if 'loop' in what:
-    result['loop'] = measure_loop(config, loop_steps, result['train']['step_s_median'], peak)
+    result['loop'] = measure_loop(config, step, loop_steps, rounds, peak)
     result['loop']['xla_train_flops_per_image'] = result['train'].get('flops_per_image')
   if 'infer' in what:
     result['infer'] = measure_infer(config, mesh, infer_batch, timed_steps, peak)
@@ -385,7 +397,7 @@ def main(argv):
                       cli.FLAGS.infer_batch)
   else:
     figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps,
-                        cli.FLAGS.infer_batch)
+                        cli.FLAGS.infer_batch, cli.FLAGS.rounds)
   result = dict(config=config_flags.get_config_filename(cli.FLAGS['config']),
                 overrides=config_flags.get_override_values(cli.FLAGS['config']),
                 batch_size=config.batch_size, **figures)
@@ -406,8 +418,9 @@ def define_flags():
                     'Instead of --what: time the train step and inference of jaxpose and of '
                     'the same network in PyTorch (the `bench` extra), interleaved in this '
                     'process, and report the ratios.')
-  flags.DEFINE_integer('rounds', 3, 'Rounds of --compare, each timing both frameworks in '
-                       'turn.', lower_bound=1)
+  flags.DEFINE_integer('rounds', 3, 'Rounds of --compare (each timing both frameworks in '
+                       'turn) and of the loop (each a run between two timings of the step).',
+                       lower_bound=1)
 
 
 if __name__ == '__main__':

@@ -393,26 +393,39 @@ class _EpochPermutations:
     return int(self.permutation(epoch)[position])
 
 
+# Records read per call into Python: each call takes the GIL and costs tf.data about 0.3 ms of
+# CPU; reading 16 at a time cut the CPU per record from 374 to 150 µs here (synthetic crops).
+READ_BATCH = 16
+
+
 def _index_stream(source: Source, start: int, seed: tuple[int, ...], shuffle: bool,
+                  fn: Callable = lambda index, example: (index, example),
+                  num_parallel_calls: int = tf.data.AUTOTUNE,
                   decode_mask: bool = False) -> tf.data.Dataset:
-  """(index, parsed example) from position ``start`` on, forever if ``shuffle``; the
-  ``mask`` is decoded only if ``decode_mask`` (else left as PNG bytes)."""
+  """``fn(index, parsed example)`` of the stream's positions from ``start`` on, forever if
+  ``shuffle``; the parsing and ``fn`` run in one parallel map. The ``mask`` is decoded only
+  if ``decode_mask`` (else left as PNG bytes)."""
   if len(source) == 0:
     raise ValueError(f'data source {source.name!r}: split {source.split!r} has no '
                      f'examples for process {jax.process_index()}')
   record_of = _EpochPermutations(len(source), seed) if shuffle else (lambda i: i)
-  fetch = lambda i: source.records[record_of(int(i))]
+  fetch = lambda indices: np.array([source.records[record_of(int(i))] for i in indices],
+                                   dtype=object)
   stop = np.iinfo(np.int64).max if shuffle else len(source)
-  indices = tf.data.Dataset.range(start, stop)
   features = source.builder.info.features
-
   decoders = None if decode_mask else {'mask': tfds.decode.SkipDecoding()}
 
-  def read(index):
-    record = tf.numpy_function(fetch, [index], tf.string, stateful=False)
-    return index, features.deserialize_example(record, decoders=decoders)
+  def read(indices):
+    records = tf.numpy_function(fetch, [indices], tf.string, stateful=False)
+    records.set_shape(indices.shape)
+    return indices, records
 
-  return indices.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  def parse(index, record):
+    return fn(index, features.deserialize_example(record, decoders=decoders))
+
+  records = tf.data.Dataset.range(start, stop).batch(READ_BATCH).map(
+      read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+  return records.map(parse, num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 class TrainStream:
@@ -447,11 +460,10 @@ class TrainStream:
           ex, tf.stack([tf.constant(k, tf.int64), i]), data.input_size, data.augment,
           self.bone_table, backgrounds)
       ds = _index_stream(self.sources[name], self.position[name], key, shuffle=True,
+                         fn=parse, num_parallel_calls=data.num_parallel_calls,
                          decode_mask=data.augment.background > 0)
-      ds = ds.map(parse, num_parallel_calls=data.num_parallel_calls, deterministic=True)
       streams.append(ds.batch(share, drop_remainder=True))
-    ds = tf.data.Dataset.zip(tuple(streams)).map(
-        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    ds = tf.data.Dataset.zip(tuple(streams)).map(_concat)
     options = tf.data.Options()
     options.deterministic = True
     self._iterator = ds.with_options(options).prefetch(data.prefetch).as_numpy_iterator()
@@ -496,8 +508,15 @@ class TrainStream:
     batch = next(self._iterator)
     for name, share in self.local_shares.items():
       self.position[name] += share
-    batch['image'] = batch['image'].astype(np.uint8)
     return batch
+
+
+def _concat(*parts: dict) -> dict:
+  """One batch of the sources' parts, its image as uint8 (the step's input type; in [0, 255]
+  already, truncated as numpy's astype would)."""
+  batch = {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]}
+  batch['image'] = tf.cast(batch['image'], tf.uint8)
+  return batch
 
 
 def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
@@ -515,9 +534,9 @@ def eval_batches(name: str, source_config, config: ml_collections.ConfigDict,
   source = open_source(name, source_config, config.data, source_config.max_examples)
   num_batches = math.ceil(math.ceil(source.num_global / jax.process_count())
                           / local_batch_size)
-  ds = _index_stream(source, 0, (), shuffle=False)
-  ds = ds.map(lambda _, ex: eval_example(ex, config.data.input_size),
-              num_parallel_calls=config.data.num_parallel_calls, deterministic=True)
+  ds = _index_stream(source, 0, (), shuffle=False,
+                     fn=lambda _, ex: eval_example(ex, config.data.input_size),
+                     num_parallel_calls=config.data.num_parallel_calls)
   ds = ds.batch(local_batch_size).prefetch(config.data.prefetch)
   batches = iter(ds.as_numpy_iterator())
   template = None
