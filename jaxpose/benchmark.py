@@ -132,12 +132,13 @@ def _rate_report(images: int, times: list[float], flops: float | None, peak: flo
 
 def build_train(config, mesh) -> dict:
   """The compiled train step on a random batch of ``config.batch_size``: ``call()`` runs
-  one step (carrying the donated state on), beside the host batch and the initial variables."""
+  one step (carrying the donated state on), beside the host batch, the initial variables
+  and the analytic FLOPs of one trained image (3 × the forward pass's)."""
   batch_size = config.batch_size
   if batch_size % mesh.devices.size:
     raise ValueError(f'--batch_size={batch_size} is not divisible by the '
                      f'{mesh.devices.size} devices')
-  _, state, _, step = train.setup(config, mesh)
+  model, state, _, step = train.setup(config, mesh)
   host_batch = random_batch(config, batch_size)
   batch = parallel.to_global(host_batch, mesh)
   start = time.perf_counter()
@@ -151,14 +152,15 @@ def build_train(config, mesh) -> dict:
     return holder[0], metrics
 
   return dict(call=call, compiled=compiled, compile_s=compile_s, batch=host_batch,
-              variables=variables)
+              variables=variables,
+              analytic_flops_per_image=3 * forward_flops(model, config.data.input_size))
 
 
 def measure_train(config, mesh, step: dict, calls: int, peak: float) -> dict:
   """The train step ``step`` (of ``build_train``) timed over ``calls`` calls."""
   report = _rate_report(config.batch_size, _call_times(step['call'], calls),
                         _flops(step['compiled'], mesh.devices.size), peak)
-  analytic = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
+  analytic = step['analytic_flops_per_image']
   return dict(batch_size=config.batch_size, compile_s=step['compile_s'], **report,
               analytic_flops_per_image=analytic,
               mfu=analytic * report['images_per_s'] / peak)
@@ -270,7 +272,7 @@ def measure_loop(config, step: dict, steps: int, rounds: int, peak: float) -> di
                      fraction=rate / (config.batch_size / step_s / devices)))
   median = lambda key: float(np.median([run[key] for run in runs]))
   rate, fraction = median('images_per_s_per_device'), median('fraction')
-  flops = 3 * forward_flops(posenet.create(config.model), config.data.input_size)
+  flops = step['analytic_flops_per_image']
   return dict(steps=steps, rounds=rounds, windows_per_round=runs[0]['windows'],
               batch_size=config.batch_size, images_per_s_per_device=rate,
               loop_step_s=config.batch_size / rate / devices, step_s=median('step_s'),
