@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxpose.models import ops
+
 
 # Keras' ResNet-50 uses BatchNorm epsilon 1.001e-5; using the same value keeps converted
 # ImageNet weights bit-faithful.
@@ -34,7 +36,8 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             conv_general_dilated=ops.conv_general_dilated)
     # In bfloat16 BatchNorm still reduces and keeps its statistics in float32.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=BN_EPSILON, dtype=self.dtype)
@@ -76,7 +79,7 @@ class Backbone(nn.Module):
                      dtype=self.dtype, name='bn_conv1')(x)
     x = nn.relu(x)
     # Keras pads by 1 and pools 3×3/2 with VALID padding; the same as SAME-style (1, 1).
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = ops.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     tap = None
     for s, size in enumerate(self.stage_sizes):
       width = self.width * 2**s

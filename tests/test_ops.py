@@ -1,0 +1,140 @@
+"""jaxpose.models.ops: the same outputs and gradients as the plain lax/flax operations, and
+on CPU the hand-written backward passes are the ones compiled."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from conftest import load_config
+from jaxpose import benchmark
+from jaxpose import losses
+from jaxpose.models import ops
+from jaxpose.models import posenet
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _relative(a, b):
+  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+@pytest.mark.parametrize('strides,padding,size', [((1, 1), 'SAME', 12), ((2, 2), 'SAME', 11),
+                                                   ((2, 2), 'VALID', 12),
+                                                   ((1, 1), ((0, 0), (0, 0)), 9)])
+def test_pointwise_convolution_matches_lax(strides, padding, size):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, size, size + 2, 5)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(1, 1, 5, 7)), jnp.float32)
+
+  def loss(conv, x, kernel):
+    y = conv(x, kernel, strides, padding, dimension_numbers=NHWC)
+    return jnp.sum(y * jnp.cos(y)), y  # A non-trivial output gradient.
+
+  (_, ours), (dx, dk) = jax.jit(jax.value_and_grad(
+      lambda x, k: loss(ops.conv_general_dilated, x, k), (0, 1), has_aux=True))(x, kernel)
+  (_, plain), (dx0, dk0) = jax.jit(jax.value_and_grad(
+      lambda x, k: loss(lax.conv_general_dilated, x, k), (0, 1), has_aux=True))(x, kernel)
+  # The forward pass and the input gradient are lax's own; the kernel gradient sums over
+  # the pixels in another order.
+  np.testing.assert_array_equal(ours, plain)
+  np.testing.assert_array_equal(dx, dx0)
+  assert dk.shape == dk0.shape == kernel.shape
+  assert _relative(dk, dk0) < 1e-5
+
+
+def test_pointwise_convolution_in_bfloat16_keeps_the_kernel_dtype():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 8, 8, 16)), jnp.bfloat16)
+  kernel = jnp.asarray(rng.normal(size=(1, 1, 16, 4)), jnp.bfloat16)
+  grad = lambda conv: jax.jit(jax.grad(lambda k: jnp.sum(
+      conv(x, k, (1, 1), 'SAME', dimension_numbers=NHWC).astype(jnp.float32) ** 2)))(kernel)
+  ours, plain = grad(ops.conv_general_dilated), grad(lax.conv_general_dilated)
+  assert ours.dtype == plain.dtype == jnp.bfloat16
+  assert _relative(ours.astype(jnp.float32), plain.astype(jnp.float32)) < 2e-2
+
+
+def test_other_convolutions_are_lax_itself():
+  x = jnp.ones((1, 6, 6, 2))
+  kernel = jnp.ones((3, 3, 2, 4))
+  ours = jax.make_jaxpr(lambda x, k: ops.conv_general_dilated(
+      x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC))(x, kernel)
+  assert [e.primitive.name for e in ours.eqns] == ['conv_general_dilated']
+
+
+@pytest.mark.parametrize('window,strides,padding,size', [
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), 16),  # The backbone's pool.
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), 13),  # An odd size: the last window is cut.
+    ((2, 2), (2, 2), ((0, 0), (0, 0)), 10),
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), 7),   # Overlapping windows, every input in several.
+])
+def test_max_pool_matches_flax_with_ties(window, strides, padding, size):
+  rng = np.random.default_rng(2)
+  # After a ReLU and rounding most windows hold several equal maxima (zeros above all):
+  # the gradient must go to the same one as select_and_scatter's (the first in the window).
+  x = jnp.asarray(np.maximum(np.round(rng.normal(size=(2, size, size + 1, 3)), 0), 0),
+                  jnp.float32)
+  dy_seed = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
+
+  def loss(pool, x):
+    y = pool(x, window, strides, padding)
+    return jnp.sum(y * dy_seed[:, :y.shape[1], :y.shape[2]]), y
+
+  (_, ours), dx = jax.jit(jax.value_and_grad(
+      lambda x: loss(ops.max_pool, x), has_aux=True))(x)
+  (_, plain), dx0 = jax.jit(jax.value_and_grad(
+      lambda x: loss(lambda *a: nn.max_pool(*a), x), has_aux=True))(x)
+  np.testing.assert_array_equal(ours, plain)
+  # The same inputs receive gradient; where windows overlap, sums run in another order.
+  np.testing.assert_array_equal(dx != 0, dx0 != 0)
+  np.testing.assert_allclose(dx, dx0, rtol=1e-6, atol=1e-6)
+  assert float(jnp.mean(x == 0)) > 0.4  # Ties were there to break.
+
+
+def test_cpu_compiles_the_hand_written_backward_passes():
+  x = jnp.ones((2, 16, 16, 8))
+  kernel = jnp.ones((1, 1, 8, 4))
+
+  def loss(x, kernel):
+    y = ops.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=NHWC)
+    return jnp.sum(ops.max_pool(y, (3, 3), (2, 2), ((1, 1), (1, 1))) ** 2)
+
+  # What is handed to XLA (which may rewrite small convolutions into products itself).
+  lowered = jax.jit(jax.grad(loss, (0, 1))).lower(x, kernel).as_text()
+  assert 'select_and_scatter' not in lowered
+  # The forward pass and the input gradient; the kernel gradient is a product.
+  assert lowered.count('stablehlo.convolution') == 2
+  assert lowered.count('stablehlo.dot_general') == 1
+
+
+def test_network_gradients_equal_the_plain_path(monkeypatch):
+  """The whole network (smoke config) trained one step's worth: loss and gradients with the
+  hand-written backward passes against JAX's derived ones."""
+  config = load_config('synthetic')
+  model = posenet.create(config.model)
+  batch = benchmark.random_batch(config, 4)
+  images, targets = batch['image'], losses.make_targets(batch, config)
+  size = config.data.input_size
+  variables = model.init(jax.random.key(0), images[:1], train=False)
+
+  def loss_and_grads():
+    def loss_fn(params):
+      outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                               images, train=True, mutable=['batch_stats'])
+      return losses.compute(outputs, targets, dict(config.loss), size,
+                            config.data.heatmap_sigma)[0]
+    return jax.device_get(jax.jit(jax.value_and_grad(loss_fn))(variables['params']))
+
+  loss, grads = loss_and_grads()
+  monkeypatch.setattr(ops.lax, 'platform_dependent',
+                      lambda *args, cpu, default: default(*args))
+  loss0, grads0 = loss_and_grads()
+  np.testing.assert_allclose(loss, loss0, rtol=1e-6)
+  flat, flat0 = jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(grads0)
+  assert len(flat) == len(flat0) > 50
+  for (path, g), g0 in zip(flat, flat0):
+    scale = max(float(np.abs(g0).max()), 1e-12)
+    np.testing.assert_allclose(g / scale, g0 / scale, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
