@@ -1,23 +1,15 @@
-"""Convolution and max pooling with backward passes that XLA:CPU runs fast.
+"""Convolution with a backward pass that XLA:CPU runs fast.
 
-The forward passes are ``lax``'s own, so outputs are unchanged. On CPU, two backward passes
-are written by hand instead of being derived by JAX:
-
-* A 1×1 convolution's kernel gradient is one matrix product over all pixels,
-  ``x(N·H·W, C)ᵀ · dy(N·H·W, D)``. JAX derives it as a convolution whose batch and feature
-  axes are swapped; XLA:CPU lays both operands out feature-major for it, with transposes
-  that it fuses with recomputations of the BatchNorm/ReLU chain and that took about 1.2 of
-  the paper network's 2.8 s train step (256 px, batch 8, 2 cores). The product reads the
-  activations where they lie.
-* Max pooling's gradient: XLA:CPU expands ``select_and_scatter`` into index arrays and a
-  scatter over the whole padded input (about 0.2 s of the same step). Here each window
-  offset routes the output gradient to the inputs that equal the maximum, the first in
-  row-major window order on ties, as ``select_and_scatter`` does.
-
-Other platforms keep JAX's derivatives (``lax.platform_dependent`` decides when the
-computation is lowered, so an export for several platforms carries each one's own).
-Gradients equal the plain path's (the kernel gradient up to the order of summation):
-``tests/test_ops.py``.
+A 1×1 convolution's kernel gradient is one matrix product over all pixels,
+``x(N·H·W, C)ᵀ · dy(N·H·W, D)``. JAX derives it as a convolution whose batch and feature
+axes are swapped; XLA:CPU lays both operands out feature-major for it, with transposes that
+it fuses with recomputations of the BatchNorm/ReLU chain and that took about 1.2 s of the
+paper network's 2.8 s train step (256 px, batch 8, 2 cores). On CPU the product is written
+here instead and reads the activations where they lie; the forward pass and the input
+gradient stay ``lax``'s own. Other platforms keep JAX's derivative
+(``lax.platform_dependent`` decides when the computation is lowered, so an export for
+several platforms carries each one's own). Gradients equal the plain path's up to the
+order of summation: ``tests/test_ops.py``.
 """
 
 from __future__ import annotations
@@ -89,55 +81,3 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   # A 1×1 kernel never needs padding: SAME pads by max((out - 1)·s + 1 - in, 0) = 0.
   cpu = lambda x, k: _pointwise_conv(x, k, tuple(window_strides), precision)
   return lax.platform_dependent(lhs, rhs, cpu=cpu, default=plain)
-
-
-def _reduce_window_max(x, window, strides, padding):
-  return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1),
-                           ((0, 0), *padding, (0, 0)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, window, strides, padding):
-  return _reduce_window_max(x, window, strides, padding)
-
-
-def _max_pool_fwd(x, window, strides, padding):
-  y = _max_pool(x, window, strides, padding)
-  return y, (x, y)
-
-
-def _max_pool_bwd(window, strides, padding, residuals, dy):
-  x, y = residuals
-  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-  out_h, out_w = y.shape[1:3]
-  (sh, sw), zero = strides, jnp.zeros((), dy.dtype)
-  taken = jnp.zeros(y.shape, bool)
-  grad = jnp.zeros(padded.shape, dy.dtype)
-  for i in range(window[0]):
-    for j in range(window[1]):
-      # The input each output's window reads at offset (i, j) of the window.
-      ends = (i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1)
-      values = lax.slice(padded, (0, i, j, 0), (x.shape[0], *ends, x.shape[3]),
-                         (1, sh, sw, 1))
-      first = (values == y) & ~taken
-      taken = taken | first
-      # Back to the padded input's grid: offset, then every stride-th position.
-      grad = grad + lax.pad(jnp.where(first, dy, zero), zero,
-                            ((0, 0, 0), (i, padded.shape[1] - ends[0], sh - 1),
-                             (j, padded.shape[2] - ends[1], sw - 1), (0, 0, 0)))
-  (top, _), (left, _) = padding
-  return (grad[:, top:top + x.shape[1], left:left + x.shape[2], :],)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-
-def max_pool(x, window: tuple[int, int], strides: tuple[int, int],
-             padding: tuple[tuple[int, int], tuple[int, int]]):
-  """``flax.linen.max_pool`` of NHWC ``x`` with explicit padding, whose gradient avoids
-  XLA:CPU's scatter on CPU."""
-  window, strides = tuple(window), tuple(strides)
-  padding = tuple(tuple(p) for p in padding)
-  return lax.platform_dependent(
-      x, cpu=lambda x: _max_pool(x, window, strides, padding),
-      default=lambda x: _reduce_window_max(x, window, strides, padding))

@@ -79,7 +79,7 @@ class Backbone(nn.Module):
                      dtype=self.dtype, name='bn_conv1')(x)
     x = nn.relu(x)
     # Keras pads by 1 and pools 3×3/2 with VALID padding; the same as SAME-style (1, 1).
-    x = ops.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     tap = None
     for s, size in enumerate(self.stage_sizes):
       width = self.width * 2**s
