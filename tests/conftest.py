@@ -63,3 +63,19 @@ def load_config(name: str, variant: str | None = 'smoke'):
   config = module.get_config(variant)
   config.data.data_dir = DATA_DIR
   return config
+
+
+def loss_and_grads(model, variables: dict, images, targets: dict, config):
+  """``((total, terms), grads)``: the training loss of ``model`` (BatchNorm on the batch's
+  statistics, the running ones left as they are) and its gradients with respect to
+  ``variables['params']``, jitted."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxpose import losses  # pylint: disable=g-import-not-at-top
+
+  def loss_fn(params):
+    outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                             images, train=True, mutable=['batch_stats'])
+    return losses.compute(outputs, targets, dict(config.loss), config.data.input_size,
+                          config.data.heatmap_sigma)
+
+  return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables['params'])

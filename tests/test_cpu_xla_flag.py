@@ -19,7 +19,7 @@ GRADIENTS = '''
 import sys
 import jax, numpy as np
 sys.path.insert(0, 'tests')
-from conftest import load_config
+from conftest import load_config, loss_and_grads
 from jaxpose import losses, skeleton
 from jaxpose.models import posenet
 config = load_config('synthetic')
@@ -35,16 +35,7 @@ targets = dict(pose_3d=pose - pose[:, :1], has_3d=np.arange(n) % 2 == 0,
                has_ref_bones=np.ones(n, bool))
 variables = model.init(jax.random.key(0), images[:1], train=False)
 
-@jax.jit
-def loss_and_grads(params):
-  def loss_fn(params):
-    outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
-                             images, train=True, mutable=['batch_stats'])
-    return losses.compute(outputs, targets, dict(config.loss), size,
-                          config.data.heatmap_sigma)[0]
-  return jax.value_and_grad(loss_fn)(params)
-
-loss, grads = jax.device_get(loss_and_grads(variables['params']))
+(loss, _), grads = jax.device_get(loss_and_grads(model, variables, images, targets, config))
 leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
 np.savez(sys.argv[1], loss=loss, **{jax.tree_util.keystr(k): v for k, v in leaves})
 '''
@@ -58,8 +49,16 @@ def _gradients(xla_flags: str, path) -> dict:
     return dict(saved)
 
 
+# XLA's own settings of CPU_XLA_FLAG's flags, spelled out: the script imports conftest, whose
+# cli.configure_cpu() adds CPU_XLA_FLAG to any flag it does not find set.
+PLAIN_XLA = ('--xla_cpu_experimental_ynn_fusion_type=+individual_convolution '
+             '--xla_cpu_enable_concurrency_optimized_scheduler=false')
+
+
 def test_cpu_xla_flag_keeps_the_gradients(tmp_path):
-  plain = _gradients('', tmp_path / 'plain.npz')
+  assert [f.split('=')[0] for f in PLAIN_XLA.split()] == [
+      f.split('=')[0] for f in cli.CPU_XLA_FLAG.split()]
+  plain = _gradients(PLAIN_XLA, tmp_path / 'plain.npz')
   fast = _gradients(cli.CPU_XLA_FLAG, tmp_path / 'fast.npz')
   assert plain.keys() == fast.keys() and len(plain) > 50
   np.testing.assert_allclose(fast.pop('loss'), plain.pop('loss'), rtol=1e-5)

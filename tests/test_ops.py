@@ -8,6 +8,7 @@ import pytest
 from jax import lax
 
 from conftest import load_config
+from conftest import loss_and_grads
 from jaxpose import benchmark
 from jaxpose import losses
 from jaxpose.models import ops
@@ -85,21 +86,12 @@ def test_network_gradients_equal_the_plain_path(monkeypatch):
   model = posenet.create(config.model)
   batch = benchmark.random_batch(config, 4)
   images, targets = batch['image'], losses.make_targets(batch, config)
-  size = config.data.input_size
   variables = model.init(jax.random.key(0), images[:1], train=False)
-
-  def loss_and_grads():
-    def loss_fn(params):
-      outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
-                               images, train=True, mutable=['batch_stats'])
-      return losses.compute(outputs, targets, dict(config.loss), size,
-                            config.data.heatmap_sigma)[0]
-    return jax.device_get(jax.jit(jax.value_and_grad(loss_fn))(variables['params']))
-
-  loss, grads = loss_and_grads()
+  (loss, _), grads = jax.device_get(loss_and_grads(model, variables, images, targets, config))
   monkeypatch.setattr(ops.lax, 'platform_dependent',
                       lambda *args, cpu, default: default(*args))
-  loss0, grads0 = loss_and_grads()
+  (loss0, _), grads0 = jax.device_get(
+      loss_and_grads(model, variables, images, targets, config))
   np.testing.assert_allclose(loss, loss0, rtol=1e-6)
   flat, flat0 = jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(grads0)
   assert len(flat) == len(flat0) > 50

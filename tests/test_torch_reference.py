@@ -12,6 +12,7 @@ from jaxpose import benchmark
 from jaxpose import losses
 from jaxpose.models import posenet
 from conftest import load_config
+from conftest import loss_and_grads
 
 torch = pytest.importorskip(
     'torch', reason='torch is the optional `bench` extra (pip install -e .[bench]); CI '
@@ -73,14 +74,7 @@ def test_same_outputs_losses_and_gradients(networks):
 
   targets = jax.device_get(losses.make_targets(batch, config))
   weights, size = dict(config.loss), config.data.input_size
-
-  def loss_fn(params):
-    outputs, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
-                             batch['image'], train=True, mutable=['batch_stats'])
-    return losses.compute(outputs, targets, weights, size, config.data.heatmap_sigma)
-
-  (total, terms), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-      variables['params'])
+  (total, terms), grads = loss_and_grads(model, variables, batch['image'], targets, config)
   net.train()
   net.zero_grad()
   their_total, their_terms = torch_reference.compute_losses(

@@ -28,7 +28,7 @@ def _is_pointwise(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation,
                   feature_group_count, batch_group_count, dimension_numbers) -> bool:
   """A plain 1×1 convolution over NHWC inputs and HWIO kernels (no padding, dilation or
   groups), which is a matrix product per pixel."""
-  if len(rhs_shape) != 4 or tuple(rhs_shape[:2]) != (1, 1) or dimension_numbers is None:
+  if len(rhs_shape) != 4 or tuple(rhs_shape[:2]) != (1, 1):
     return False
   ones = lambda d: d is None or all(v == 1 for v in d)
   unpadded = padding in ('SAME', 'VALID') or all(tuple(p) == (0, 0) for p in padding)
@@ -38,10 +38,14 @@ def _is_pointwise(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation,
           and layout == lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _pointwise_conv(x, kernel, strides, precision):
+def _conv(x, kernel, strides, precision):
   return lax.conv_general_dilated(x, kernel, strides, 'VALID', precision=precision,
                                   dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _pointwise_conv(x, kernel, strides, precision):
+  return _conv(x, kernel, strides, precision)
 
 
 def _pointwise_conv_fwd(x, kernel, strides, precision):
@@ -50,9 +54,7 @@ def _pointwise_conv_fwd(x, kernel, strides, precision):
 
 def _pointwise_conv_bwd(strides, precision, residuals, dy):
   x, kernel = residuals
-  conv = lambda x: lax.conv_general_dilated(x, kernel, strides, 'VALID', precision=precision,
-                                            dimension_numbers=_NHWC)
-  dx, = jax.vjp(conv, x)[1](dy)
+  dx, = jax.vjp(lambda x: _conv(x, kernel, strides, precision), x)[1](dy)
   sampled = x[:, ::strides[0], ::strides[1], :]  # The pixels a strided 1×1 kernel reads.
   dkernel = lax.dot_general(sampled.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1]),
                             (((0,), (0,)), ((), ())), precision=precision,
