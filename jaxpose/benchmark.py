@@ -26,21 +26,31 @@ experiment is the ``paper_model`` variant, e.g.
 
 ``--compare=torch`` (the ``bench`` extra) measures instead the train step and inference of
 jaxpose and of the same network in PyTorch (``jaxpose.torch_reference``), in turns for
-``--rounds`` rounds, and reports both and the ratios (jaxpose / PyTorch).
+``--rounds`` rounds, and reports both and the ratios (jaxpose / PyTorch); then each of the
+network's convolutions alone in both, forward (inference) and with its gradients (train),
+and what the steps spend outside them. PyTorch, and each framework's convolutions, run in
+processes of their own, with the same allocator set-up (``--nocpu_xla_flag`` turns it off
+in all).
 
-It runs in one process over all local devices (batch 1 on the first). Speed figures belong
+jaxpose's steps run over all local devices (batch 1 on the first). Speed figures belong
 here, not in tests.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import gc
+import importlib.util
 import json
+import multiprocessing
 import os
 import resource
+import signal
 import tempfile
 import time
+import traceback
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -49,6 +59,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import flags
+from jax import lax
 from ml_collections import config_flags
 
 from jaxpose import cli
@@ -58,6 +69,7 @@ from jaxpose import skeleton
 from jaxpose import state as state_lib
 from jaxpose import train
 from jaxpose.data import pipeline
+from jaxpose.models import ops
 from jaxpose.models import posenet
 
 SECTIONS = ('train', 'infer', 'input', 'loop')
@@ -221,23 +233,30 @@ def measure_input(config) -> dict:
               batches=INPUT_BATCHES, batch_size=config.batch_size)
 
 
+def _layers(model: posenet.PoseNet, input_size: int) -> list[tuple]:
+  """(module, input shape, output shape) of every convolution and dense layer of one
+  image's forward pass, in call order."""
+  layers = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and isinstance(context.module, (nn.Conv, nn.Dense)):
+      layers.append((context.module, args[0].shape, out.shape))
+    return out
+
+  image = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  return layers
+
+
 def forward_flops(model: posenet.PoseNet, input_size: int) -> int:
   """FLOPs of one image's forward pass, counted from the layers' shapes (2 per
   multiply-add of every convolution and dense layer; the rest is negligible)."""
   total = 0
-
-  def count(next_fun, args, kwargs, context):
-    nonlocal total
-    out = next_fun(*args, **kwargs)
-    module = context.module
-    if context.method_name == '__call__' and isinstance(module, (nn.Conv, nn.Dense)):
-      window = int(np.prod(module.kernel_size)) if isinstance(module, nn.Conv) else 1
-      total += 2 * window * args[0].shape[-1] * out.shape[-1] * int(np.prod(out.shape[1:-1]))
-    return out
-
-  image = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
-  with nn.intercept_methods(count):
-    jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  for module, inputs, out in _layers(model, input_size):
+    window = int(np.prod(module.kernel_size)) if isinstance(module, nn.Conv) else 1
+    total += 2 * window * inputs[-1] * out[-1] * int(np.prod(out[1:-1]))
   return total
 
 
@@ -292,6 +311,198 @@ def peak_memory() -> dict:
               peak_memory_source='host max RSS')
 
 
+class ConvLayer(NamedTuple):
+  """One convolution of the network, for one image: NHWC input without the batch, HWIO
+  kernel, strides and explicit (low, high) padding per spatial axis."""
+  input: tuple[int, ...]
+  kernel: tuple[int, ...]
+  strides: tuple[int, ...]
+  padding: tuple[tuple[int, int], ...]
+  # The train step needs the input's gradient of every convolution but the first, which
+  # reads the image.
+  input_grad: bool
+
+  def flops(self) -> int:
+    """FLOPs of its forward pass on one image."""
+    out = lax.conv_general_shape_tuple((1, *self.input), self.kernel, self.strides,
+                                       self.padding, ('NHWC', 'HWIO', 'NHWC'))
+    return 2 * int(np.prod(self.kernel)) * int(np.prod(out[1:-1]))
+
+
+def conv_layers(model: posenet.PoseNet, input_size: int) -> list[ConvLayer]:
+  """Every convolution of one image's forward pass, in call order."""
+  layers = []
+  for module, inputs, _ in _layers(model, input_size):
+    if not isinstance(module, nn.Conv):
+      continue
+    window = tuple(module.kernel_size)
+    strides = module.strides or 1
+    strides = (strides,) * len(window) if isinstance(strides, int) else tuple(strides)
+    padding = nn.linear.canonicalize_padding(module.padding, len(window))
+    if isinstance(padding, str):
+      padding = lax.padtype_to_pads(inputs[1:-1], window, strides, padding)
+    layers.append(ConvLayer(tuple(inputs[1:]), (*window, inputs[-1], module.features), strides,
+                            tuple(tuple(int(p) for p in pair) for pair in padding),
+                            input_grad=bool(layers)))
+  return layers
+
+
+def conv_arrays(layer: ConvLayer, batch: int, backward: bool) -> tuple:
+  """``(x, kernel, dy)`` to time ``layer`` on, the same in both frameworks' processes (``dy``,
+  the output's gradient, None for the forward pass alone)."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, *layer.input), np.float32)
+  kernel = rng.standard_normal(layer.kernel) / np.sqrt(np.prod(layer.kernel[:-1]))
+  out = lax.conv_general_shape_tuple(x.shape, layer.kernel, layer.strides, layer.padding,
+                                     ('NHWC', 'HWIO', 'NHWC'))
+  dy = rng.standard_normal(out, np.float32) if backward else None
+  return x, kernel.astype(np.float32), dy
+
+
+def conv_call(layer: ConvLayer, x: np.ndarray, kernel: np.ndarray, dy: np.ndarray | None):
+  """A call of ``layer`` as the network runs it (``ops.conv_general_dilated``) on NHWC ``x``
+  and the HWIO ``kernel``: the output, or, given the output's gradient ``dy``, the output
+  and the gradients the train step takes: (input, kernel), or (kernel,) for a layer
+  without ``input_grad``."""
+  conv = functools.partial(ops.conv_general_dilated, window_strides=layer.strides,
+                           padding=layer.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  x, kernel = jax.device_put((x, kernel))
+  if dy is None:
+    forward = parallel.jit_local(conv)
+    return lambda: forward(x, kernel)
+
+  def train(x, kernel, dy):
+    # The output is returned, as the train step uses it: XLA would drop an unused one.
+    if layer.input_grad:
+      y, vjp = jax.vjp(conv, x, kernel)
+    else:
+      y, vjp = jax.vjp(lambda k: conv(x, k), kernel)
+    return y, vjp(dy)
+
+  train, dy = parallel.jit_local(train), jax.device_put(dy)
+  return lambda: train(x, kernel, dy)
+
+
+class TimingProcess:
+  """A process of its own that times calls for ``--compare``: as each framework runs for
+  its users, and the same for both. Within one process, a framework's times depend on
+  what the process ran before: the two frameworks share one malloc heap, and each one's
+  buffers fault in again where the other's were freed (jaxpose's train step and inference
+  5 % slower beside PyTorch's than alone), and jaxpose's convolutions alone ran 17–32 %
+  slower, with no page faults, once the whole network's programs had been built.
+
+  Between requests the process is stopped (SIGSTOP): PyTorch's OpenMP threads spin on
+  after a call, and took enough of the 2 cores to slow jaxpose's train step by 7 %
+  (PyTorch's own step 7 % slower with OMP_WAIT_POLICY=PASSIVE instead).
+
+  ``times(request, steps)`` times ``steps`` calls (after a warm-up call) of
+  ``('conv', layer, batch, backward)`` (``conv_arrays`` through ``framework``'s convolution:
+  ``conv_call`` or ``torch_reference.conv_call``) or, with PyTorch's ``network`` (the
+  arguments of ``torch_reference.benchmark_calls``), of 'train' (an Adadelta step) and
+  'infer'. ``cpu_setup``: whether this process ran ``cli.configure_cpu``, which the other
+  then runs too."""
+
+  def __init__(self, framework: str, cpu_setup: bool, network: tuple | None = None):
+    if framework == 'torch' and importlib.util.find_spec('torch') is None:
+      raise ImportError('--compare=torch needs PyTorch: pip install -e .[bench]')
+    context = multiprocessing.get_context('spawn')  # a fresh interpreter, not a fork of JAX
+    self._conn, child = context.Pipe()
+    self._process = context.Process(target=_serve, args=(child, framework, cpu_setup, network),
+                                    daemon=True)
+    self._process.start()
+    child.close()
+    self.info = self._receive()
+    os.kill(self._process.pid, signal.SIGSTOP)
+
+  def times(self, request, steps: int) -> list[float]:
+    os.kill(self._process.pid, signal.SIGCONT)
+    self._conn.send((request, steps))
+    times = self._receive()
+    os.kill(self._process.pid, signal.SIGSTOP)
+    return times
+
+  def _receive(self):
+    try:
+      kind, value = self._conn.recv()
+    except EOFError:
+      raise RuntimeError(f'the timing process died (exit code {self._process.exitcode})'
+                         ) from None
+    if kind == 'error':
+      raise RuntimeError(f'the timing process failed:\n{value}')
+    return value
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if self._process.is_alive():
+      os.kill(self._process.pid, signal.SIGCONT)
+      self._conn.send(None)
+    self._process.join(timeout=60)
+    if self._process.is_alive():
+      self._process.kill()
+
+
+def _serve(conn, framework: str, cpu_setup: bool, network: tuple | None) -> None:
+  """``TimingProcess``'s other end: builds the calls and answers timing requests until it
+  receives None."""
+  try:
+    if cpu_setup:
+      cli.configure_cpu()
+    info, calls, convolution = {}, {}, conv_call
+    if framework == 'torch':
+      # pylint: disable=g-import-not-at-top
+      import torch
+      from jaxpose import torch_reference  # torch is an optional dependency (`bench`).
+      # pylint: enable=g-import-not-at-top
+      # XLA:CPU's thread pool spans every core the process may use; PyTorch gets as many.
+      torch.set_num_threads(len(os.sched_getaffinity(0)))
+      info = dict(torch=torch.__version__, torch_threads=torch.get_num_threads())
+      if network is not None:
+        calls = dict(zip(('train', 'infer'), torch_reference.benchmark_calls(*network)))
+
+      def convolution(layer, x, kernel, dy):
+        return torch_reference.conv_call(x, kernel, layer.strides, layer.padding, dy,
+                                         layer.input_grad)
+    conn.send(('ok', info))
+    conv = None, None  # the last convolution asked for: rounds ask for it again
+    while (message := conn.recv()) is not None:
+      request, steps = message
+      if request not in calls and request != conv[0]:
+        _, layer, images, backward = request
+        conv = request, convolution(layer, *conv_arrays(layer, images, backward))
+      conn.send(('ok', _call_times(calls.get(request, conv[1]), steps)))
+  except Exception:  # pylint: disable=broad-except
+    conn.send(('error', traceback.format_exc()))
+
+
+def compare_convolutions(layers: list[ConvLayer], batch: int, backward: bool,
+                         timed_steps: int, rounds: int, sides: dict) -> dict:
+  """Each distinct convolution of ``layers`` at ``batch`` images, its forward pass or (with
+  ``backward``) the forward pass and its gradients, timed in turns in ``sides``' jaxpose
+  and torch ``TimingProcess``; the sums over ``layers`` (each convolution as often as the
+  network runs it) are the time a step spends in its convolutions, with no other work
+  around them."""
+  rows, totals = [], dict(jaxpose=0.0, torch=0.0)
+  for layer, count in collections.Counter(layers).items():
+    times = dict(jaxpose=[], torch=[])
+    for _ in range(rounds):
+      for name, side in sides.items():
+        times[name].extend(side.times(('conv', layer, batch, backward), timed_steps))
+    ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    for name in totals:
+      totals[name] += count * ms[name]
+    passes = (3 if layer.input_grad else 2) if backward else 1
+    gflops = passes * batch * layer.flops() / 1e9
+    rows.append(dict(input=layer.input, kernel=layer.kernel, strides=layer.strides,
+                     count=count, jaxpose_ms=ms['jaxpose'], torch_ms=ms['torch'],
+                     jaxpose_gflops_per_s=gflops / ms['jaxpose'] * 1e3,
+                     torch_gflops_per_s=gflops / ms['torch'] * 1e3,
+                     ratio=ms['torch'] / ms['jaxpose']))
+  return dict(batch_size=batch, backward=backward, layers=rows, jaxpose_ms=totals['jaxpose'],
+              torch_ms=totals['torch'], ratio=totals['torch'] / totals['jaxpose'])
+
+
 def _framework_rates(images: int, rounds: list[list[float]]) -> dict:
   """images/s of the median step over all rounds, and of each round's median step."""
   return dict(images_per_s=images / float(np.median(np.concatenate(rounds))),
@@ -299,45 +510,55 @@ def _framework_rates(images: int, rounds: list[list[float]]) -> dict:
 
 
 def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rounds: int,
-                  peak: float, infer_batch: int) -> dict:
-  """The train step and inference (batch ``infer_batch``) of jaxpose and of
-  ``torch_reference``'s PyTorch network from the same initial weights, timed in turns:
-  each of ``rounds`` rounds times ``timed_steps`` calls of each (after a warm-up call), so
-  that a machine shared with other work slows both alike. Ratios are jaxpose / PyTorch."""
-  # pylint: disable=g-import-not-at-top
-  import torch
-  from jaxpose import torch_reference  # torch is an optional dependency (`bench`).
-  # pylint: enable=g-import-not-at-top
-  # XLA:CPU's thread pool spans every core the process may use; PyTorch gets as many.
-  cores = len(os.sched_getaffinity(0))
-  torch.set_num_threads(cores)
+                  peak: float, infer_batch: int, cpu_setup: bool) -> dict:
+  """The train step and inference (batch ``infer_batch``) of jaxpose (here) and of
+  ``torch_reference``'s PyTorch network (in a ``TimingProcess``) from the same initial
+  weights, timed in turns: each of ``rounds`` rounds times ``timed_steps`` calls of each
+  (after a warm-up call), so that a machine shared with other work slows both alike; the
+  network's convolutions alone (``compare_convolutions``, each framework in a process of
+  its own) and the rest of each step. Ratios are jaxpose's speed over PyTorch's."""
   jax_train, jax_infer = build_train(config, mesh), build_infer(config, mesh, infer_batch)
   targets = jax.device_get(losses.make_targets(jax_train['batch'], config))
-  torch_train, torch_infer = torch_reference.benchmark_calls(
-      config, jax_train['variables'], jax_train['batch'], targets, jax_infer['images'])
-  calls = dict(train=dict(jaxpose=jax_train['call'], torch=torch_train),
-               infer=dict(jaxpose=jax_infer['call'], torch=torch_infer))
-  times = {(what, name): [] for what, pair in calls.items() for name in pair}
-  for _ in range(rounds):
-    for what, pair in calls.items():
-      for name, fn in pair.items():
-        times[what, name].append(_call_times(fn, timed_steps))
-  result = dict(torch=torch.__version__, cores=cores, torch_threads=torch.get_num_threads(),
-                rounds=rounds, steps_per_round=timed_steps)
-  for what, images, compiled in (('train', config.batch_size, jax_train['compiled']),
-                                 ('infer', infer_batch, jax_infer['compiled'])):
-    section = {name: _framework_rates(images, times[what, name]) for name in calls[what]}
+  layers = conv_layers(posenet.create(config.model), config.data.input_size)
+  network = (config, jax_train['variables'], jax_train['batch'], targets, jax_infer['images'])
+  with TimingProcess('torch', cpu_setup, network) as torch_side, \
+       TimingProcess('jaxpose', cpu_setup) as jax_side:
+    sizes = dict(train=config.batch_size, infer=infer_batch)
+    convs = {what: compare_convolutions(layers, images, what == 'train', timed_steps, rounds,
+                                        dict(jaxpose=jax_side, torch=torch_side))
+             for what, images in sizes.items()}
+    calls = dict(train=jax_train['call'], infer=jax_infer['call'])
+    times = {(what, name): [] for what in calls for name in ('jaxpose', 'torch')}
+    # All rounds of one program before the next: a process switching between its train
+    # step and inference pays page faults until its heap settles again (a few calls).
+    for what, call in calls.items():
+      for _ in range(rounds):
+        times[what, 'jaxpose'].append(_call_times(call, timed_steps))
+        times[what, 'torch'].append(torch_side.times(what, timed_steps))
+    result = dict(**torch_side.info, cores=len(os.sched_getaffinity(0)), rounds=rounds,
+                  steps_per_round=timed_steps)
+  for what, compiled in (('train', jax_train['compiled']), ('infer', jax_infer['compiled'])):
+    images = sizes[what]
+    section = {name: _framework_rates(images, times[what, name])
+               for name in ('jaxpose', 'torch')}
     flops = _flops(compiled, mesh.devices.size)
     if flops is not None:  # XLA's count of jaxpose's program: the same network in both.
       for name in section:
         section[name]['fraction_of_peak'] = (
             flops / images * section[name]['images_per_s'] / peak)
     jaxpose, other = section['jaxpose'], section['torch']
+    # Where the time goes: the network's convolutions alone, in both frameworks, and the
+    # step's remaining time (normalisation, activations, pooling, the head, the loss and
+    # the optimiser, and whatever the convolutions cost more or less inside the step).
+    rest = {f'{name}_ms': 1e3 * images / section[name]['images_per_s'] -
+            convs[what][f'{name}_ms'] for name in ('jaxpose', 'torch')}
     section.update(
         batch_size=images,
         ratio=jaxpose['images_per_s'] / other['images_per_s'],
         ratio_per_round=[round(a / b, 3) for a, b in zip(jaxpose['images_per_s_per_round'],
-                                                         other['images_per_s_per_round'])])
+                                                         other['images_per_s_per_round'])],
+        convolutions=convs[what],
+        outside_convolutions=dict(**rest, ratio=rest['torch_ms'] / rest['jaxpose_ms']))
     result[what] = section
   return result
 
@@ -351,7 +572,7 @@ def _machine(config: ml_collections.ConfigDict) -> dict:
 
 
 def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
-            rounds: int, infer_batch: int) -> dict:
+            rounds: int, infer_batch: int, cpu_setup: bool) -> dict:
   """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak."""
   if framework != 'torch':
     raise ValueError(f'--compare={framework}: only torch is known')
@@ -359,7 +580,7 @@ def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
   result = _machine(config)
   result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
   result['compare'] = compare_torch(config, mesh, timed_steps, rounds,
-                                    result['peak']['flops_per_s'], infer_batch)
+                                    result['peak']['flops_per_s'], infer_batch, cpu_setup)
   result.update(peak_memory())
   return result
 
@@ -396,7 +617,7 @@ def main(argv):
     config.batch_size = cli.FLAGS.batch_size
   if cli.FLAGS.compare:
     figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds,
-                      cli.FLAGS.infer_batch)
+                      cli.FLAGS.infer_batch, cli.FLAGS.cpu_xla_flag)
   else:
     figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps,
                         cli.FLAGS.infer_batch, cli.FLAGS.rounds)
@@ -417,9 +638,9 @@ def define_flags():
   flags.DEFINE_integer('loop_steps', 200, 'Steps of the loop run (several logging windows).',
                        lower_bound=1)
   flags.DEFINE_enum('compare', None, ['torch'],
-                    'Instead of --what: time the train step and inference of jaxpose and of '
-                    'the same network in PyTorch (the `bench` extra), interleaved in this '
-                    'process, and report the ratios.')
+                    'Instead of --what: time the train step, inference and each convolution '
+                    'of jaxpose and of the same network in PyTorch (the `bench` extra, run in '
+                    'a process of its own), interleaved, and report the ratios.')
   flags.DEFINE_integer('rounds', 3, 'Rounds of --compare (each timing both frameworks in '
                        'turn) and of the loop (each a run between two timings of the step).',
                        lower_bound=1)

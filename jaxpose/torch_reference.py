@@ -13,6 +13,8 @@ torch is the optional ``bench`` extra: only the benchmark imports this module.
 
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 import numpy as np
 import torch
@@ -216,6 +218,34 @@ def _flat(tree: dict, prefix: tuple = ()):
       yield from _flat(v, prefix + (k,))
     else:
       yield prefix + (k,), v
+
+
+def conv_call(x: np.ndarray, kernel: np.ndarray, strides, padding, dy: np.ndarray | None,
+              input_grad: bool):
+  """A call of one convolution as ``PoseNet`` runs it: the NHWC ``x`` channels-last, the
+  HWIO ``kernel`` as an OIHW weight, ``padding`` ((low, high) per spatial axis, equal).
+  It returns the output (N, D, H, W), or, given the output's gradient ``dy`` (NHWC), the
+  output and its gradients: (input, kernel), or (kernel,) without ``input_grad``."""
+  if any(low != high for low, high in padding):
+    raise ValueError(f'padding {padding}: PyTorch pads both sides of an axis alike')
+  inputs = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)  # channels-last memory
+  weight = torch.from_numpy(np.array(kernel).transpose(3, 2, 0, 1).copy())
+  conv = functools.partial(F.conv2d, stride=tuple(strides),
+                           padding=tuple(low for low, _ in padding))
+  if dy is None:
+    def forward():
+      with torch.inference_mode():
+        return conv(inputs, weight)
+    return forward
+  grad_out = torch.from_numpy(np.array(dy)).permute(0, 3, 1, 2)
+  inputs.requires_grad_(input_grad)
+  weight.requires_grad_(True)
+  wrt = [inputs, weight] if input_grad else [weight]
+
+  def train():
+    y = conv(inputs, weight)
+    return y.detach(), torch.autograd.grad(y, wrt, grad_out)
+  return train
 
 
 def benchmark_calls(config: ml_collections.ConfigDict, variables: dict, batch: dict,
