@@ -94,7 +94,9 @@ CPU_XLA_FLAG = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution 
 # step). One malloc arena that neither maps big blocks separately nor trims its heap hands
 # the same memory back each step: no faults once the heap has settled (a few steps), and
 # the train step 1.76-1.94 s instead of 2.13-2.29 s (medians of runs on 2 cores, jaxlib
-# 0.10.2). The process keeps its peak heap.
+# 0.10.2). The process keeps its peak heap. The synthetic quickstart (96 px), whose
+# temporaries are small, runs 14-23 % slower with it (README): it wants limiting to the
+# networks it helps.
 # glibc's mallopt parameters (malloc.h); a trim threshold of -1 is read as SIZE_MAX: never.
 _MALLOPT = ((-8, 1), (-4, 0), (-1, -1))  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
 
