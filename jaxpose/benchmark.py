@@ -322,11 +322,14 @@ class ConvLayer(NamedTuple):
   # reads the image.
   input_grad: bool
 
+  def output_shape(self, batch: int) -> tuple[int, ...]:
+    """Its output's NHWC shape for ``batch`` images."""
+    return lax.conv_general_shape_tuple((batch, *self.input), self.kernel, self.strides,
+                                        self.padding, ops.NHWC)
+
   def flops(self) -> int:
     """FLOPs of its forward pass on one image."""
-    out = lax.conv_general_shape_tuple((1, *self.input), self.kernel, self.strides,
-                                       self.padding, ('NHWC', 'HWIO', 'NHWC'))
-    return 2 * int(np.prod(self.kernel)) * int(np.prod(out[1:-1]))
+    return 2 * int(np.prod(self.kernel)) * int(np.prod(self.output_shape(1)[1:-1]))
 
 
 def conv_layers(model: posenet.PoseNet, input_size: int) -> list[ConvLayer]:
@@ -353,9 +356,7 @@ def conv_arrays(layer: ConvLayer, batch: int, backward: bool) -> tuple:
   rng = np.random.default_rng(0)
   x = rng.standard_normal((batch, *layer.input), np.float32)
   kernel = rng.standard_normal(layer.kernel) / np.sqrt(np.prod(layer.kernel[:-1]))
-  out = lax.conv_general_shape_tuple(x.shape, layer.kernel, layer.strides, layer.padding,
-                                     ('NHWC', 'HWIO', 'NHWC'))
-  dy = rng.standard_normal(out, np.float32) if backward else None
+  dy = rng.standard_normal(layer.output_shape(batch), np.float32) if backward else None
   return x, kernel.astype(np.float32), dy
 
 
@@ -365,7 +366,7 @@ def conv_call(layer: ConvLayer, x: np.ndarray, kernel: np.ndarray, dy: np.ndarra
   and the gradients the train step takes: (input, kernel), or (kernel,) for a layer
   without ``input_grad``."""
   conv = functools.partial(ops.conv_general_dilated, window_strides=layer.strides,
-                           padding=layer.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+                           padding=layer.padding, dimension_numbers=ops.NHWC)
   x, kernel = jax.device_put((x, kernel))
   if dy is None:
     forward = parallel.jit_local(conv)

@@ -14,7 +14,7 @@ from jaxpose import losses
 from jaxpose.models import ops
 from jaxpose.models import posenet
 
-NHWC = ('NHWC', 'HWIO', 'NHWC')
+NHWC = ops.NHWC
 
 
 def _relative(a, b):

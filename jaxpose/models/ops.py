@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 
 
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+# The network's layout: NHWC activations, HWIO kernels.
+NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _is_pointwise(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation,
@@ -35,12 +36,12 @@ def _is_pointwise(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation,
   layout = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
   return (unpadded and ones(lhs_dilation) and ones(rhs_dilation) and feature_group_count == 1
           and batch_group_count == 1
-          and layout == lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC))
+          and layout == lax.conv_dimension_numbers(lhs_shape, rhs_shape, NHWC))
 
 
 def _conv(x, kernel, strides, precision):
   return lax.conv_general_dilated(x, kernel, strides, 'VALID', precision=precision,
-                                  dimension_numbers=_NHWC)
+                                  dimension_numbers=NHWC)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
