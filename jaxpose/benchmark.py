@@ -1,9 +1,9 @@
 """How fast a config trains, infers and reads its data, on this machine, as JSON.
 
 ``python -m jaxpose.benchmark --config=configs/synthetic.py[:variant] [--what=train,infer,input]
-[--compare=torch] [--batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px) on any
-experiment is the ``paper_model`` variant, e.g.
-``--config=configs/synthetic.py:paper_model --batch_size=8``.
+[--compare=torch] [--config.batch_size=N] [--nocpu_xla_flag]``; the paper's network (256 px)
+on any experiment is the ``paper_model`` variant, e.g.
+``--config=configs/synthetic.py:paper_model --config.batch_size=8``.
 
 * ``train``: images/s of the real jitted train step on random inputs (median of
   ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
@@ -148,7 +148,7 @@ def build_train(config, mesh) -> dict:
   and the analytic FLOPs of one trained image (3 × the forward pass's)."""
   batch_size = config.batch_size
   if batch_size % mesh.devices.size:
-    raise ValueError(f'--batch_size={batch_size} is not divisible by the '
+    raise ValueError(f'config.batch_size={batch_size} is not divisible by the '
                      f'{mesh.devices.size} devices')
   model, state, _, step = train.setup(config, mesh)
   host_batch = random_batch(config, batch_size)
@@ -400,10 +400,10 @@ class TimingProcess:
   ``('conv', layer, batch, backward)`` (``conv_arrays`` through ``framework``'s convolution:
   ``conv_call`` or ``torch_reference.conv_call``) or, with PyTorch's ``network`` (the
   arguments of ``torch_reference.benchmark_calls``), of 'train' (an Adadelta step) and
-  'infer'. ``cpu_setup``: whether this process ran ``cli.configure_cpu``, which the other
-  then runs too."""
+  'infer'. ``cpu_setup``: the argument with which this process ran ``cli.configure_cpu``
+  (None: it did not), which the other then runs too."""
 
-  def __init__(self, framework: str, cpu_setup: bool, network: tuple | None = None):
+  def __init__(self, framework: str, cpu_setup: int | None, network: tuple | None = None):
     if framework == 'torch' and importlib.util.find_spec('torch') is None:
       raise ImportError('--compare=torch needs PyTorch: pip install -e .[bench]')
     context = multiprocessing.get_context('spawn')  # a fresh interpreter, not a fork of JAX
@@ -444,12 +444,12 @@ class TimingProcess:
       self._process.kill()
 
 
-def _serve(conn, framework: str, cpu_setup: bool, network: tuple | None) -> None:
+def _serve(conn, framework: str, cpu_setup: int | None, network: tuple | None) -> None:
   """``TimingProcess``'s other end: builds the calls and answers timing requests until it
   receives None."""
   try:
-    if cpu_setup:
-      cli.configure_cpu()
+    if cpu_setup is not None:
+      cli.configure_cpu(cpu_setup)
     info, calls, convolution = {}, {}, conv_call
     if framework == 'torch':
       # pylint: disable=g-import-not-at-top
@@ -511,7 +511,7 @@ def _framework_rates(images: int, rounds: list[list[float]]) -> dict:
 
 
 def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rounds: int,
-                  peak: float, infer_batch: int, cpu_setup: bool) -> dict:
+                  peak: float, infer_batch: int, cpu_setup: int | None) -> dict:
   """The train step and inference (batch ``infer_batch``) of jaxpose (here) and of
   ``torch_reference``'s PyTorch network (in a ``TimingProcess``) from the same initial
   weights, timed in turns: each of ``rounds`` rounds times ``timed_steps`` calls of each
@@ -573,7 +573,7 @@ def _machine(config: ml_collections.ConfigDict) -> dict:
 
 
 def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
-            rounds: int, infer_batch: int, cpu_setup: bool) -> dict:
+            rounds: int, infer_batch: int, cpu_setup: int | None) -> dict:
   """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak."""
   if framework != 'torch':
     raise ValueError(f'--compare={framework}: only torch is known')
@@ -614,11 +614,10 @@ def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
 def main(argv):
   del argv
   config = cli.FLAGS.config
-  if cli.FLAGS.batch_size:
-    config.batch_size = cli.FLAGS.batch_size
   if cli.FLAGS.compare:
+    cpu_setup = cli.train_activation_bytes(config) if cli.FLAGS.cpu_xla_flag else None
     figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds,
-                      cli.FLAGS.infer_batch, cli.FLAGS.cpu_xla_flag)
+                      cli.FLAGS.infer_batch, cpu_setup)
   else:
     figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps,
                         cli.FLAGS.infer_batch, cli.FLAGS.rounds)
@@ -631,8 +630,6 @@ def main(argv):
 def define_flags():
   flags.DEFINE_list('what', ['train', 'infer', 'input'],
                     f'What to measure, any of {",".join(SECTIONS)}.')
-  flags.DEFINE_integer('batch_size', None, 'Global train batch (default: config.batch_size).',
-                       lower_bound=1)
   flags.DEFINE_integer('infer_batch', 32, 'Batch of the inference throughput.', lower_bound=1)
   flags.DEFINE_integer('timed_steps', 5, 'Timed calls per measurement; medians are reported.',
                        lower_bound=5)

@@ -89,16 +89,40 @@ CPU_XLA_FLAG = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution 
 
 
 # XLA:CPU allocates a step's temporary buffers afresh on every call (1.5 GB for the paper's
-# network at batch 8) and glibc's malloc maps them from the kernel and unmaps them after,
-# so each step page-faults every one of those pages in again, zeroed (390 000 faults a
-# step). One malloc arena that neither maps big blocks separately nor trims its heap hands
-# the same memory back each step: no faults once the heap has settled (a few steps), and
-# the train step 1.76-1.94 s instead of 2.13-2.29 s (medians of runs on 2 cores, jaxlib
-# 0.10.2). The process keeps its peak heap. The synthetic quickstart (96 px), whose
-# temporaries are small, runs 14-23 % slower with it (README): it wants limiting to the
-# networks it helps.
+# network at batch 8) and glibc's malloc maps big blocks from the kernel and unmaps them
+# after, so each step page-faults every one of those pages in again, zeroed (390 000 faults
+# a step). Never mapping blocks separately nor trimming the heap hands the same memory back
+# each step: no faults once the heap has settled (a few steps). That alone serves a block
+# no bigger than a thread's arena heap; XLA runs steps on its worker threads, whose arenas
+# map any bigger block whatever M_MMAP_MAX says, so a step with bigger temporaries also
+# needs every thread on the one main arena, whose heap grows without bound. One arena costs
+# where its lock is contended (tf.data's threads, XLA's), and the process keeps its peak
+# heap. Measured on 2 cores, jaxlib 0.10.2, medians of alternating runs
+# (`python -m jaxpose.benchmark --what=loop`), images/s of the training loop:
+#
+#   config                    none     no maps, no trim   + one arena
+#   synthetic (96 px, 16)     248-254  319-320            227-228
+#   paper_model (256 px, 8)   3.73     3.76-3.78          4.15-4.24 (peak RSS 9.0 GB, not 4.4)
+#
 # glibc's mallopt parameters (malloc.h); a trim threshold of -1 is read as SIZE_MAX: never.
-_MALLOPT = ((-8, 1), (-4, 0), (-1, -1))  # M_ARENA_MAX, M_MMAP_MAX, M_TRIM_THRESHOLD
+_M_ARENA_MAX, _M_MMAP_MAX, _M_TRIM_THRESHOLD = -8, -4, -1
+# The most one heap of a thread's arena holds (glibc's HEAP_MAX_SIZE on 64-bit systems).
+THREAD_HEAP_BYTES = 64 << 20
+
+
+def malloc_settings(train_bytes: int) -> tuple[tuple[int, int], ...]:
+  """The ``mallopt`` calls for a run whose train step keeps about ``train_bytes`` of
+  activations (see above)."""
+  keep = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+  return ((_M_ARENA_MAX, 1),) + keep if train_bytes > THREAD_HEAP_BYTES else keep
+
+
+def train_activation_bytes(config) -> int:
+  """About what ``config``'s train step keeps for its backward pass (the global batch's
+  module outputs; nothing computed)."""
+  from jaxpose.models import posenet  # pylint: disable=g-import-not-at-top
+  return config.batch_size * posenet.activation_bytes(posenet.create(config.model),
+                                                      config.data.input_size)
 
 
 def _only_cpu() -> bool:
@@ -110,10 +134,11 @@ def _only_cpu() -> bool:
                  ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
 
 
-def configure_cpu() -> None:
+def configure_cpu(train_bytes: int = 0) -> None:
   """Adds each flag of ``CPU_XLA_FLAG`` to XLA_FLAGS that they do not set already and,
   where JAX only has the CPU and the C library is glibc, keeps freed memory in the
-  process for the next step (before JAX starts its backend and its threads)."""
+  process for the next step (``malloc_settings(train_bytes)``; before JAX starts its
+  backend and its threads)."""
   import jax  # pylint: disable=g-import-not-at-top
   if not jax.__version__.startswith('0.10.'):
     return  # Measured on 0.10 only; newer XLA may not know the flags.
@@ -126,7 +151,7 @@ def configure_cpu() -> None:
   # glibc only (musl lacks the call); a GPU or TPU host leaves the CPU to tf.data's threads,
   # which want their own arenas.
   if hasattr(libc, 'gnu_get_libc_version') and _only_cpu():
-    for param, value in _MALLOPT:
+    for param, value in malloc_settings(train_bytes):
       libc.mallopt(param, value)
 
 
@@ -165,10 +190,11 @@ def run(main, required=('config', 'workdir'), define_flags=None) -> None:
 
 
 def _set_up_and_run(main, argv) -> None:
-  # Both must happen before JAX starts its backend, and both read flags.
-  if FLAGS.cpu_xla_flag:
-    configure_cpu()
   try:
+    # Both must happen before JAX starts its backend, and both read flags. (A model config
+    # the network rejects fails here, as a user error.)
+    if FLAGS.cpu_xla_flag:
+      configure_cpu(0 if FLAGS.config is None else train_activation_bytes(FLAGS.config))
     initialize_distributed()
     # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -125,7 +125,7 @@ def test_compare_times_pytorch_in_its_own_process():
   config = load_config('synthetic')
   mesh = parallel.make_mesh(jax.local_devices()[:1])
   result = benchmark.compare_torch(config, mesh, timed_steps=2, rounds=2, peak=1e12,
-                                   infer_batch=4, cpu_setup=False)
+                                   infer_batch=4, cpu_setup=None)
   assert result['torch'] == torch.__version__ and result['rounds'] == 2
   layers = benchmark.conv_layers(posenet.create(config.model), config.data.input_size)
   for what, images in (('train', config.batch_size), ('infer', 4)):
@@ -149,4 +149,4 @@ def test_a_failure_in_the_pytorch_process_is_reported_with_its_cause():
   config = load_config('synthetic')
   batch = benchmark.random_batch(config, 2)
   with pytest.raises(RuntimeError, match='timing process failed(.|\n)*Flax variables do not'):
-    benchmark.TimingProcess('torch', False, (config, {'params': {}}, batch, {}, batch['image']))
+    benchmark.TimingProcess('torch', None, (config, {'params': {}}, batch, {}, batch['image']))
