@@ -77,7 +77,7 @@ def _check_process_flags(values) -> bool:
 # XLA:CPU hands convolutions to YNNPACK, which is slow on weight-gradient convolutions.
 # Without it the paper's network (256 px, batch 8, 2 cores) trains at 2.5 instead of 1.4
 # images/s and infers at 13.5 instead of 9.0, with gradients equal to 3e-6 (jaxlib 0.10.2,
-# `python -m jaxpose.benchmark --config=configs/synthetic.py:paper_model --batch_size=8
+# `python -m jaxpose.benchmark --config=configs/synthetic.py:paper_model --config.batch_size=8
 # [--nocpu_xla_flag]`). The concurrency-optimised scheduler orders the step so that
 # independent operations (a weight gradient beside the next input gradient) run side by
 # side on the thread pool: the same train step at 1.30 and 1.25 instead of 0.92 and 0.69
