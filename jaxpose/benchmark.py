@@ -615,9 +615,8 @@ def main(argv):
   del argv
   config = cli.FLAGS.config
   if cli.FLAGS.compare:
-    cpu_setup = cli.train_activation_bytes(config) if cli.FLAGS.cpu_xla_flag else None
     figures = compare(config, cli.FLAGS.compare, cli.FLAGS.timed_steps, cli.FLAGS.rounds,
-                      cli.FLAGS.infer_batch, cpu_setup)
+                      cli.FLAGS.infer_batch, cli.cpu_setup())
   else:
     figures = benchmark(config, cli.FLAGS.what, cli.FLAGS.timed_steps, cli.FLAGS.loop_steps,
                         cli.FLAGS.infer_batch, cli.FLAGS.rounds)

@@ -125,6 +125,14 @@ def train_activation_bytes(config) -> int:
                                                       config.data.input_size)
 
 
+def cpu_setup() -> int | None:
+  """The ``configure_cpu`` argument the run's flags ask for: the config's train activations
+  (0 without a config), or None with ``--nocpu_xla_flag``."""
+  if not FLAGS.cpu_xla_flag:
+    return None
+  return 0 if FLAGS.config is None else train_activation_bytes(FLAGS.config)
+
+
 def _only_cpu() -> bool:
   """Whether JAX can only run on the CPU here (decided before it starts its backend)."""
   platforms = os.environ.get('JAX_PLATFORMS', '')
@@ -193,8 +201,8 @@ def _set_up_and_run(main, argv) -> None:
   try:
     # Both must happen before JAX starts its backend, and both read flags. (A model config
     # the network rejects fails here, as a user error.)
-    if FLAGS.cpu_xla_flag:
-      configure_cpu(0 if FLAGS.config is None else train_activation_bytes(FLAGS.config))
+    if (setup := cpu_setup()) is not None:
+      configure_cpu(setup)
     initialize_distributed()
     # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
