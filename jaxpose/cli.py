@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import glob
 import importlib.util
+import mmap
 import os
 import re
 import sys
@@ -142,16 +144,32 @@ def _only_cpu() -> bool:
                  ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
 
 
+@functools.cache
+def _jaxlib_libraries() -> tuple[str, ...]:
+  jaxlib = importlib.util.find_spec('jaxlib')
+  return tuple(sorted(glob.glob(os.path.join(jaxlib.submodule_search_locations[0], '*.so'))))
+
+
+def xla_knows(flag: str) -> bool:
+  """Whether the installed jaxlib's XLA defines ``flag`` (``--name``): its name is one of
+  the library's strings. XLA aborts the process on an unknown flag in XLA_FLAGS, so the
+  flag cannot be tried; reading the strings takes about 0.1 s."""
+  name = flag.lstrip('-').encode() + b'\0'
+  for path in _jaxlib_libraries():
+    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+      if data.find(name) >= 0:
+        return True
+  return False
+
+
 def configure_cpu(train_bytes: int = 0) -> None:
-  """Adds each flag of ``CPU_XLA_FLAG`` to XLA_FLAGS that they do not set already and,
-  where JAX only has the CPU and the C library is glibc, keeps freed memory in the
-  process for the next step (``malloc_settings(train_bytes)``; before JAX starts its
-  backend and its threads)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if not jax.__version__.startswith('0.10.'):
-    return  # Measured on 0.10 only; newer XLA may not know the flags.
+  """Adds each flag of ``CPU_XLA_FLAG`` that the installed XLA knows (``xla_knows``) and
+  XLA_FLAGS does not set already to XLA_FLAGS and, where JAX only has the CPU and the C
+  library is glibc, keeps freed memory in the process for the next step
+  (``malloc_settings(train_bytes)``); before JAX starts its backend and its threads."""
   current = os.environ.get('XLA_FLAGS', '')
-  missing = [f for f in CPU_XLA_FLAG.split() if f.split('=')[0] not in current]
+  missing = [f for f in CPU_XLA_FLAG.split() if f.split('=')[0] not in current
+             and xla_knows(f.split('=')[0])]
   os.environ['XLA_FLAGS'] = ' '.join([current, *missing]).strip()
   if not sys.platform.startswith('linux'):
     return

@@ -9,7 +9,6 @@ MISSING with the reason for the choice.
 from __future__ import annotations
 
 import os
-import pathlib
 import tempfile
 
 import ml_collections
@@ -183,10 +182,11 @@ def smoke_on_dummy_data(c: ConfigDict) -> ConfigDict:
   """``smoke`` for experiments on the benchmark datasets: every source is built from the
   fake data in its builder's ``dummy_data/`` folder (the real on-disk layout), into a
   scratch data_dir so that it can never be mistaken for a real build."""
-  datasets_dir = pathlib.Path(__file__).resolve().parents[1] / 'datasets'
+  from jaxpose.data import tfds_io  # pylint: disable=g-import-not-at-top
   for sources in (c.data.train, c.data.eval):
     for name in sources:
-      sources[name].manual_dir = str(datasets_dir / sources[name].dataset / 'dummy_data')
+      sources[name].manual_dir = str(tfds_io.DATASETS_DIR / sources[name].dataset /
+                                     'dummy_data')
   c.data.data_dir = os.path.join(tempfile.gettempdir(), 'jaxpose_dummy_tfds')
   return smoke(c)
 

@@ -9,8 +9,9 @@ writes
   with (B, S, S, 3) uint8 crops returns ``crop_outputs``'s dict. It needs jax (and jaxlib)
   only, of this version or newer.
 * ``OUT/saved_model/``: a TensorFlow SavedModel made with ``jax2tf`` (the StableHLO
-  embedded in ``XlaCallModule`` ops; orbax-export would need a newer jax than the one
-  pinned), which TensorFlow alone (2.21 or newer) loads and runs, with two signatures:
+  embedded in ``XlaCallModule`` ops, at a version the exporting TensorFlow reads:
+  ``stablehlo_for_tensorflow``), which TensorFlow alone (that version or newer) loads and
+  runs, with two signatures:
 
   - ``crops``: ``crops`` (B, S, S, 3) uint8 → ``crop_outputs``: root-relative 3D in mm in
     each crop's virtual camera, 2D and the weak-perspective camera in crop pixels, and the
@@ -26,11 +27,13 @@ writes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from absl import flags
 
@@ -116,8 +119,46 @@ def export_crops(predictor: predict.Predictor) -> jax.export.Exported:
       jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
 
 
-def saved_model(predictor: predict.Predictor, directory: str) -> None:
-  """Writes the SavedModel of the module docstring to ``directory``."""
+def _version(text: str) -> tuple[int, ...]:
+  return tuple(int(part) for part in text.split('.'))
+
+
+@contextlib.contextmanager
+def stablehlo_for_tensorflow():
+  """Serializes ``jax.export``'s StableHLO, while open, at a version that this TensorFlow's
+  ``XlaCallModule`` reads; yields that version.
+
+  jax writes the version of about four weeks before its own, which outruns the TensorFlow
+  beside it when jax is the newer (jax 0.12.1 writes 1.22.0; TensorFlow 2.21 reads up to
+  1.13.7 and fails on anything newer). Writing the older of the two keeps the artefact
+  loadable; an op that the older version lacks fails here, at export, naming the version.
+  jax has no public switch for this, so its serializer is wrapped for the duration.
+  """
+  # pylint: disable=g-import-not-at-top
+  from jax._src import xla_bridge
+  from jax._src.export import _export
+  from jax._src.lib.mlir.dialects import hlo
+  from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo
+  # pylint: enable=g-import-not-at-top
+  jax_target = hlo.get_version_from_compatibility_requirement(
+      hlo.StablehloCompatibilityRequirement.WEEK_4)
+  target = min(jax_target, tf_stablehlo.get_current_version(), key=_version)
+  original = _export._module_to_bytecode  # pylint: disable=protected-access
+
+  def serialize(module):
+    return jax.extend.mlir.serialize_portable_artifact(
+        module, target, xla_bridge.get_backend().serialize_with_sdy)
+
+  _export._module_to_bytecode = serialize  # pylint: disable=protected-access
+  try:
+    yield target
+  finally:
+    _export._module_to_bytecode = original  # pylint: disable=protected-access
+
+
+def saved_model(predictor: predict.Predictor, directory: str) -> str:
+  """Writes the SavedModel of the module docstring to ``directory``; returns the StableHLO
+  version of its ``XlaCallModule`` ops (``stablehlo_for_tensorflow``)."""
   # Imported here: only this needs TensorFlow's side of the bridge.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
@@ -146,12 +187,15 @@ def saved_model(predictor: predict.Predictor, directory: str) -> None:
     return image_tf(module.weights, image, boxes, focal)
 
   module.crops, module.image = crops, image
-  signatures = {'crops': crops.get_concrete_function()}
-  # Traced (and saved, which traces again) with 64-bit floats on, for the geometry of
-  # image_outputs; the network's float32 is explicit, so crops' graph is the same either way.
-  with jax.enable_x64(True):
-    signatures['image'] = signatures['serving_default'] = image.get_concrete_function()
-    tf.saved_model.save(module, directory, signatures=signatures)
+  with stablehlo_for_tensorflow() as version:
+    signatures = {'crops': crops.get_concrete_function()}
+    # Traced (and saved, which traces again) with 64-bit floats on, for the geometry of
+    # image_outputs; the network's float32 is explicit, so crops' graph is the same either
+    # way.
+    with jax.enable_x64(True):
+      signatures['image'] = signatures['serving_default'] = image.get_concrete_function()
+      tf.saved_model.save(module, directory, signatures=signatures)
+  return version
 
 
 def export(predictor: predict.Predictor, out_dir: str) -> dict:
@@ -162,9 +206,10 @@ def export(predictor: predict.Predictor, out_dir: str) -> dict:
                info=os.path.join(out_dir, 'export.json'))
   serialized = export_crops(predictor).serialize()
   fileio.write_atomically(paths['jax_export'], lambda f: f.write(serialized), binary=True)
-  saved_model(predictor, paths['saved_model'])
+  stablehlo_version = saved_model(predictor, paths['saved_model'])
   info = dict(step=predictor.step, input_size=predictor.input_size,
               joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
+              saved_model_stablehlo_version=stablehlo_version,
               signatures=dict(crops='crops (B, S, S, 3) uint8',
                               image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
                                     'w, h px, focal () float32 px'))

@@ -72,6 +72,15 @@ def test_cpu_xla_flag_keeps_the_gradients(tmp_path):
     np.testing.assert_allclose(fast[name] / scale, value / scale, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize('flag', [*cli.CPU_XLA_FLAG.split(), '--xla_cpu_no_such_flag=true'])
+def test_xla_knows_the_flags_that_xla_accepts(flag):
+  """cli.xla_knows against XLA's own verdict: it aborts the process on a flag it lacks."""
+  env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS='cpu')
+  run = subprocess.run([sys.executable, '-c', 'import jax; jax.devices()'], env=env,
+                       capture_output=True, text=True)
+  assert (run.returncode == 0) == cli.xla_knows(flag.split('=')[0]), run.stderr[-2000:]
+
+
 # A block as big as a train step's temporaries, allocated twice: the second time from the
 # memory the first one freed. On a worker thread (where XLA runs a step) too, whose malloc
 # arena maps any block bigger than its heap unless every thread shares the main arena.

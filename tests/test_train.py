@@ -39,7 +39,13 @@ def test_sharded_step_equals_single_device(fsdp):
   eight, m8 = _run_steps(config, jax.devices(), batches)
   diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
                       (one.params, one.batch_stats), (eight.params, eight.batch_stats))
-  assert max(jax.tree.leaves(diff)) < 1e-5
+  # Sharding only reorders float32 sums: the batch's (per device, then across devices) and
+  # each convolution's (one example per device instead of eight). Reordering alone, on one
+  # device with the batch permuted, moves these parameters by up to 4.9e-5 (jax 0.12.1;
+  # 3.3e-6 on 0.10.2), where the first steps pass small gradients' rounding straight into
+  # the parameters (Adadelta's first update is -g below |g| ≈ sqrt(eps / (1 - rho))).
+  # Sharding measured 4.9e-5 (0.10.2) and 4.3e-6 (0.12.1): allow twice that scale.
+  assert max(jax.tree.leaves(diff)) < 1e-4
   np.testing.assert_allclose(m1['loss'], m8['loss'], rtol=1e-5)
   assert int(eight.step) == 2
 

@@ -1,8 +1,9 @@
 """Finding, building and loading jaxpose's TFDS datasets, offline.
 
 The builders live in the repository's top-level ``datasets/<name>/`` folders (the standard
-TFDS layout, so ``tfds build datasets/<name>`` works); this module imports them from there,
-so that jaxpose builds and loads them without ``datasets/`` being installed.
+TFDS layout, so ``tfds build datasets/<name>`` works). A wheel installs that folder as
+``jaxpose/builders/`` (pyproject.toml); this module imports the builders from there, or from
+the repository's ``datasets/`` where jaxpose runs from a checkout (an editable install).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from etils import epath
 from google.protobuf import json_format
 import tensorflow_datasets as tfds
 
-DATASETS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'datasets'
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+# Where a wheel installs them, else (a source checkout, an editable install) the repository's.
+DATASETS_DIR = next(d for d in (_PACKAGE / 'builders', _PACKAGE.parent / 'datasets')
+                    if d.is_dir())
 
 
 def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
