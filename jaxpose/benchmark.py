@@ -8,14 +8,18 @@ on any experiment is the ``paper_model`` variant, e.g.
 * ``train``: images/s of the real jitted train step on random inputs (median of
   ``--timed_steps`` steps after compilation and a warm-up step), FLOPs per image from XLA's
   cost analysis of the compiled step, and the FLOP/s achieved with its fraction of the peak;
-  beside them the MFU from the analytic count (as ``loop``'s);
+  beside them the MFU from the analytic count (as ``loop``'s), and the device augmentation
+  (``augment.train_batch`` on random stored crops of 1.5 × the input size) timed alone, with
+  its share of augmentation + step;
 * ``infer``: images/s of the network at batch ``--infer_batch`` (32) and its latency
   p50/p90 at batch 1;
 * ``peak``: FLOP/s of large matmuls (one per device, in the model's compute dtype; the
   fastest of 10 calls) in the same run, the yardstick of the fractions above (a machine
   busy with other work can disturb it, and the fractions with it);
-* ``input``: images/s of ``pipeline.TrainStream`` on the config's training sources (skipped,
-  with the reason, if they are not built and ``config.data.build_if_missing`` is off);
+* ``input``: images/s of the host's side of the input (``pipeline.TrainStream``: reading and
+  decoding) on the config's training sources, and images per CPU-second of the process, the
+  rate of one core (skipped, with the reason, if they are not built and
+  ``config.data.build_if_missing`` is off);
 * ``loop`` (with ``train``): the whole training loop (``train.train_and_evaluate``: input,
   transfer, step, logging windows), ``--rounds`` runs of ``--loop_steps``: the images/s/device
   it logs per window, the share of wall time the devices waited for the host (against the
@@ -40,7 +44,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import gc
 import importlib.util
 import json
 import multiprocessing
@@ -57,16 +60,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import flags
 from jax import lax
 from ml_collections import config_flags
 
 from jaxpose import cli
 from jaxpose import losses
+from jaxpose import onnx_export
 from jaxpose import parallel
+from jaxpose import predict
+from jaxpose import runtime
 from jaxpose import skeleton
 from jaxpose import state as state_lib
+from jaxpose import summary
 from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.models import ops
@@ -215,22 +221,53 @@ def measure_infer(config, mesh, batch_size: int, calls: int, peak: float) -> dic
 
 
 def measure_input(config) -> dict:
+  """The host's side of the input (reading and decoding; the augmentation runs on the
+  devices, ``measure_augment``): images/s, and images per second of CPU time the process
+  spent (all its threads), the rate one core sustains."""
   try:
     stream = pipeline.TrainStream(config)
   except FileNotFoundError as e:
     return dict(skipped=str(e))
-  for _ in range(2):  # tf.data starts its threads and fills its buffers
+  for _ in range(2):  # the thread pool starts and fills its queue
     next(stream)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   for _ in range(INPUT_BATCHES):
     next(stream)
-  seconds = time.perf_counter() - start
-  # Destroyed now, not at exit: tf.data's workers call back into Python (numpy_function),
-  # and an iterator destroyed while the interpreter shuts down waits for them forever.
-  del stream
-  gc.collect()
-  return dict(images_per_s=INPUT_BATCHES * config.batch_size / seconds,
-              batches=INPUT_BATCHES, batch_size=config.batch_size)
+  seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+  images = INPUT_BATCHES * config.batch_size
+  return dict(images_per_s=images / seconds, images_per_cpu_s=images / cpu_seconds,
+              cores=len(os.sched_getaffinity(0)), batches=INPUT_BATCHES,
+              batch_size=config.batch_size)
+
+
+def random_raw_batch(config: ml_collections.ConfigDict, n: int, seed: int = 0) -> dict:
+  """A host batch as ``pipeline.TrainStream`` gives it, of random stored crops of 1.5 ×
+  the input size (what the benchmarks' builders store)."""
+  rng = np.random.default_rng(seed)
+  stored = int(1.5 * config.data.input_size)
+  batch = random_batch(config, n, seed)
+  batch['joints_2d'] *= 1.5
+  batch.update(image=rng.integers(0, 255, (n, stored, stored, 3)).astype(np.uint8),
+               size=np.full(n, stored, np.float32),
+               key=rng.integers(0, 2**32, (n, 2), dtype=np.uint32))
+  if config.data.augment.background > 0:
+    batch.update(mask=rng.integers(0, 2, (n, stored, stored, 2)).astype(np.uint8) * 255,
+                 background=np.ones(n, bool))
+    if config.data.augment.background_sources:
+      batch.update(picture=batch['image'][::-1], picture_size=batch['size'],
+                   use_picture=np.arange(n) % 2 == 0)
+  return batch
+
+
+def measure_augment(config, mesh, step_s: float, calls: int) -> dict:
+  """The device augmentation (``train.make_augment_fn``) of a batch of random stored crops
+  (``random_raw_batch``), timed alone, and its share of augmentation + train step."""
+  raw = random_raw_batch(config, config.batch_size)
+  batch = parallel.to_global(raw, mesh)
+  compiled = train.make_augment_fn(config, mesh).lower(batch).compile()
+  seconds = float(np.median(_call_times(lambda: compiled(batch), calls)))
+  return dict(stored_size=int(raw['size'][0]), s_median=seconds,
+              share_of_step=seconds / (seconds + step_s))
 
 
 def _layers(model: posenet.PoseNet, input_size: int) -> list[tuple]:
@@ -278,10 +315,8 @@ def measure_loop(config, step: dict, steps: int, rounds: int, peak: float) -> di
     before = float(np.median(_call_times(step['call'], LOOP_STEP_CALLS)))
     with tempfile.TemporaryDirectory() as workdir:
       train.train_and_evaluate(config, workdir)
-      rates = [float(tf.make_ndarray(value.tensor))
-               for path in tf.io.gfile.glob(os.path.join(workdir, 'events.out.tfevents.*'))
-               for event in tf.compat.v1.train.summary_iterator(path)
-               for value in event.summary.value if value.tag == 'images_per_s_per_device']
+      rates = [value for _, value in
+               summary.read_scalars(workdir).get('images_per_s_per_device', [])]
     if not rates:
       raise ValueError(f'--loop_steps={steps}: too few steps for two logging windows of '
                        f'config.log_every_steps={config.log_every_steps}')
@@ -400,8 +435,9 @@ class TimingProcess:
   ``('conv', layer, batch, backward)`` (``conv_arrays`` through ``framework``'s convolution:
   ``conv_call`` or ``torch_reference.conv_call``) or, with PyTorch's ``network`` (the
   arguments of ``torch_reference.benchmark_calls``), of 'train' (an Adadelta step) and
-  'infer'. ``cpu_setup``: the argument with which this process ran ``cli.configure_cpu``
-  (None: it did not), which the other then runs too."""
+  'infer'; with framework 'onnxruntime' and ``network`` (a serialized ONNX model, its uint8
+  crops), of 'infer'. ``cpu_setup``: the argument with which this process ran
+  ``runtime.configure_cpu`` (None: it did not), which the other then runs too."""
 
   def __init__(self, framework: str, cpu_setup: int | None, network: tuple | None = None):
     if framework == 'torch' and importlib.util.find_spec('torch') is None:
@@ -449,7 +485,7 @@ def _serve(conn, framework: str, cpu_setup: int | None, network: tuple | None) -
   receives None."""
   try:
     if cpu_setup is not None:
-      cli.configure_cpu(cpu_setup)
+      runtime.configure_cpu(cpu_setup)
     info, calls, convolution = {}, {}, conv_call
     if framework == 'torch':
       # pylint: disable=g-import-not-at-top
@@ -465,6 +501,12 @@ def _serve(conn, framework: str, cpu_setup: int | None, network: tuple | None) -
       def convolution(layer, x, kernel, dy):
         return torch_reference.conv_call(x, kernel, layer.strides, layer.padding, dy,
                                          layer.input_grad)
+    elif framework == 'onnxruntime':
+      import onnxruntime  # pylint: disable=g-import-not-at-top
+      serialized, images = network
+      session = onnxruntime.InferenceSession(serialized, providers=['CPUExecutionProvider'])
+      info = dict(onnxruntime=onnxruntime.__version__)
+      calls = dict(infer=lambda: session.run(None, {'crops': images}))
     conn.send(('ok', info))
     conv = None, None  # the last convolution asked for: rounds ask for it again
     while (message := conn.recv()) is not None:
@@ -564,6 +606,48 @@ def compare_torch(config: ml_collections.ConfigDict, mesh, timed_steps: int, rou
   return result
 
 
+def compare_inference(config: ml_collections.ConfigDict, timed_steps: int, rounds: int,
+                      cpu_setup: int | None, batches: tuple[int, ...] = (8, 64)) -> dict:
+  """The network on crops (``predict.crop_network``, one device) in XLA (here), ONNX Runtime
+  (``onnx_export``'s model of it) and PyTorch (``torch_reference``), each of the last two in
+  a ``TimingProcess``, from the same weights: images/s at each of ``batches`` and the
+  latency of one crop, timed in turns over ``rounds`` rounds. Ratios are over PyTorch's."""
+  model = posenet.create(config.model)
+  size = config.data.input_size
+  variables = jax.device_get(model.init(jax.random.key(config.seed),
+                                        np.zeros((1, size, size, 3), np.uint8), train=False))
+  network = functools.partial(predict.crop_network(model), variables)
+  serialized = onnx_export.to_onnx(network, (size, size, 3), np.uint8,
+                                   'crops').SerializeToString()
+  xla = parallel.jit_local(network)
+  # PyTorch's network is built with its train step too: a small batch for that.
+  train_batch = random_batch(config, 2)
+  targets = jax.device_get(losses.make_targets(train_batch, config))
+  result = dict(cores=len(os.sched_getaffinity(0)), rounds=rounds,
+                steps_per_round=timed_steps)
+  for batch in (*batches, 1):
+    images = np.random.default_rng(batch).integers(0, 256, (batch, size, size, 3), np.uint8)
+    with TimingProcess('torch', cpu_setup, (config, variables, train_batch, targets,
+                                            images)) as torch_side, \
+         TimingProcess('onnxruntime', cpu_setup, (serialized, images)) as ort_side:
+      times = dict(xla=[], onnxruntime=[], torch=[])
+      for _ in range(rounds):
+        times['xla'].append(_call_times(lambda: xla(images), timed_steps))
+        times['onnxruntime'].append(ort_side.times('infer', timed_steps))
+        times['torch'].append(torch_side.times('infer', timed_steps))
+      result.update(torch_side.info, **ort_side.info)
+    if batch == 1:
+      result['latency_ms'] = {name: 1e3 * float(np.median(np.concatenate(t)))
+                              for name, t in times.items()}
+      continue
+    section = {name: _framework_rates(batch, t) for name, t in times.items()}
+    for name in ('xla', 'onnxruntime'):
+      section[f'{name}_over_torch'] = (section[name]['images_per_s'] /
+                                       section['torch']['images_per_s'])
+    result[f'batch_{batch}'] = section
+  return result
+
+
 def _machine(config: ml_collections.ConfigDict) -> dict:
   device = jax.local_devices()[0]
   return dict(platform=device.platform, device_kind=device.device_kind,
@@ -574,11 +658,15 @@ def _machine(config: ml_collections.ConfigDict) -> dict:
 
 def compare(config: ml_collections.ConfigDict, framework: str, timed_steps: int,
             rounds: int, infer_batch: int, cpu_setup: int | None) -> dict:
-  """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak."""
-  if framework != 'torch':
-    raise ValueError(f'--compare={framework}: only torch is known')
-  mesh = parallel.make_mesh(jax.local_devices())
+  """``compare_torch`` (``framework`` 'torch') on all local devices, with the peak, or
+  ``compare_inference`` (``framework`` 'inference')."""
+  if framework not in ('torch', 'inference'):
+    raise ValueError(f'--compare={framework}: expected torch or inference')
   result = _machine(config)
+  if framework == 'inference':
+    result['compare'] = compare_inference(config, timed_steps, rounds, cpu_setup)
+    return result
+  mesh = parallel.make_mesh(jax.local_devices())
   result['peak'] = measure_peak(mesh, jnp.dtype(config.model.dtype))
   result['compare'] = compare_torch(config, mesh, timed_steps, rounds,
                                     result['peak']['flops_per_s'], infer_batch, cpu_setup)
@@ -600,6 +688,9 @@ def benchmark(config: ml_collections.ConfigDict, what, timed_steps: int,
   if {'train', 'loop'} & set(what):
     step = build_train(config, mesh)
     result['train'] = measure_train(config, mesh, step, timed_steps, peak)
+    result['train']['augmentation'] = measure_augment(config, mesh,
+                                                      result['train']['step_s_median'],
+                                                      timed_steps)
   if 'loop' in what:
     result['loop'] = measure_loop(config, step, loop_steps, rounds, peak)
     result['loop']['xla_train_flops_per_image'] = result['train'].get('flops_per_image')
@@ -634,10 +725,12 @@ def define_flags():
                        lower_bound=5)
   flags.DEFINE_integer('loop_steps', 200, 'Steps of the loop run (several logging windows).',
                        lower_bound=1)
-  flags.DEFINE_enum('compare', None, ['torch'],
+  flags.DEFINE_enum('compare', None, ['torch', 'inference'],
                     'Instead of --what: time the train step, inference and each convolution '
                     'of jaxpose and of the same network in PyTorch (the `bench` extra, run in '
-                    'a process of its own), interleaved, and report the ratios.')
+                    'a process of its own), interleaved, and report the ratios (torch); or '
+                    'the network on crops in XLA, ONNX Runtime and PyTorch at batches 8 and '
+                    '64 and its latency on one crop (inference).')
   flags.DEFINE_integer('rounds', 3, 'Rounds of --compare (each timing both frameworks in '
                        'turn) and of the loop (each a run between two timings of the step).',
                        lower_bound=1)

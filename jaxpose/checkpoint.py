@@ -6,9 +6,13 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import shutil
 import socket
+import time
 
 import jax
+from etils import epath
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
@@ -17,6 +21,27 @@ from absl import logging
 
 from jaxpose import fileio
 from jaxpose import parallel
+
+
+# Files every complete checkpoint of a step holds (Orbax's layout; the array data under
+# ``state/`` is named by hashes): checked before a checkpoint is read, so that a damaged one
+# is named by the file at fault instead of by the error Orbax meets further on. (Orbax
+# writes ``_CHECKPOINT_METADATA`` after the step's folder appears, and reads without it.)
+REQUIRED_FILES = ('state/_METADATA', 'state/manifest.ocdbt', 'meta/metadata')
+# The suffix of the folder Orbax writes a checkpoint into before renaming it to its step.
+TMP_SUFFIX = '.orbax-checkpoint-tmp'
+# Readers list the steps, then read one, while training may delete it (max_to_keep): a step
+# gone between the two is looked up again this many times.
+READ_ATTEMPTS = 5
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint that cannot be read whole: names its step and the file at fault."""
+
+
+def _damaged(directory: str, step: int, path: str, problem: str) -> DamagedCheckpointError:
+  return DamagedCheckpointError(f'the checkpoint of step {step} in {directory} is damaged: '
+                                f'{path}: {problem}')
 
 
 class Checkpointer:
@@ -32,14 +57,35 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=True),
         item_names=('state', 'meta'))
+    self._pending = None  # the step of the last save started
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state, meta: dict) -> None:
-    """Starts saving in the background (``wait`` blocks until it is on disk)."""
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    """Starts saving in the background (``wait`` blocks until it is on disk).
+
+    Raises:
+      OSError: naming the step, the folder and its free space, if this save or the one
+        before it failed (a full disk).
+    """
+    self.wait()
+    with self._writing(step):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._pending = step
+
+  @contextlib.contextmanager
+  def _writing(self, step: int):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax and TensorStore raise many types, naming neither the step nor the folder.
+      free = ''
+      if fileio.is_local(self.directory):
+        free = f' ({shutil.disk_usage(self.directory).free / 2**20:.0f} MiB free there)'
+      raise OSError(f'saving the checkpoint of step {step} in {self.directory} failed'
+                    f'{free}: {" ".join(str(e).split())}') from e
 
   def resolve_step(self, step: int | None = None) -> int:
     """``step``, or the latest one; raises if there is no such checkpoint."""
@@ -54,13 +100,137 @@ class Checkpointer:
 
   def restore(self, abstract_state, step: int | None = None):
     """Restores into ``abstract_state`` (arrays or ShapeDtypeStructs carrying the target
-    shardings, so a checkpoint restores into any mesh). Returns (state, meta)."""
+    shardings, so a checkpoint restores into any mesh). Returns (state, meta).
+
+    Raises:
+      DamagedCheckpointError: naming the step and the file that is missing or unreadable.
+      ValueError: if the saved state holds other arrays than ``abstract_state`` (other
+        optimiser settings).
+    """
     step = self.resolve_step(step)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    with self._reading(step, abstract):
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
+
+  def check_complete(self, step: int) -> None:
+    """Raises ``DamagedCheckpointError`` naming the first of ``REQUIRED_FILES`` that the
+    checkpoint of ``step`` lacks."""
+    for name in REQUIRED_FILES:
+      path = epath.Path(self.directory) / str(step) / name
+      if not path.exists():
+        raise _damaged(self.directory, step, str(path), 'missing')
+
+  @contextlib.contextmanager
+  def _reading(self, step: int, abstract=None):
+    """Turns whatever reading the checkpoint of ``step`` raises into a
+    ``DamagedCheckpointError`` naming the file (Orbax and TensorStore raise many types, some
+    naming no file); a state that does not fit ``abstract`` is a ValueError of its own."""
+    self.check_complete(step)
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      if abstract is not None:
+        try:
+          saved = sorted(jax.tree.leaves(self.saved_shapes(step),
+                                         is_leaf=lambda x: isinstance(x, tuple)))
+        except Exception:  # pylint: disable=broad-except
+          saved = None  # The metadata is damaged too.
+        wanted = sorted(tuple(x.shape) for x in jax.tree.leaves(abstract))
+        if saved is not None and saved != wanted:
+          raise ValueError(f'the train state saved at step {step} in {self.directory} holds '
+                           f'other arrays ({len(saved)}) than this config\'s ({len(wanted)}): '
+                           'were the optimiser settings changed? Start a fresh run from its '
+                           'weights with --config.init.checkpoint') from e
+      step_dir = re.escape(os.path.join(self.directory, str(step)))
+      # The first error of the chain says what is wrong (TensorStore's names the array and
+      # the byte range), the deepest path in the chain where.
+      chain = [e]
+      while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+      named = max(re.findall(step_dir + r'[^\s\'",:;]*', ' '.join(map(str, chain))),
+                  key=len, default=os.path.join(self.directory, str(step)))
+      problem = ' '.join(str(chain[-1]).split())
+      raise _damaged(
+          self.directory, step, named, f'{type(chain[-1]).__name__}: {problem[:300]}'
+          f'{"…" if len(problem) > 300 else ""}') from e
+
+  def resume(self, abstract_state, check_meta, step: int | None = None):
+    """The train state and meta of the newest checkpoint that restores completely (or of
+    ``step``), restored into ``abstract_state``; None if there is none. ``check_meta(meta)``
+    raises for a checkpoint of another model (before its arrays are read).
+
+    A damaged checkpoint is skipped with a warning and kept, renamed ``<step>.damaged``
+    (beside the steps, which Orbax then no longer lists: the run saves that step again);
+    with ``step`` the newer checkpoints are kept as ``<step>.superseded`` likewise. Unfinished
+    saves (``*.orbax-checkpoint-tmp*``) of steps older than the one resumed are removed.
+
+    Raises:
+      DamagedCheckpointError: if ``step`` is damaged, or every checkpoint is.
+      FileNotFoundError: if there is no checkpoint of ``step``.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(f'--step={step}: no checkpoint of that step in '
+                                f'{self.directory}; steps there: {sorted(steps)}')
+      newer = [s for s in steps if s > step]
+      if newer:
+        logging.warning('Resuming from step %d as --step asks: the newer checkpoints (steps '
+                        '%s) are kept as %s', step, newer,
+                        self._set_aside(newer, 'superseded'))
+      steps = [step]
+    for candidate in steps:
+      try:
+        meta = self.read_meta(candidate)
+        check_meta(meta)
+        state, meta = self.restore(abstract_state, candidate)
+      except DamagedCheckpointError as e:
+        if step is not None:
+          raise
+        if candidate == steps[-1]:
+          e.add_note('(and no older checkpoint is left to resume from)')
+          raise
+        kept = self._set_aside([candidate], 'damaged')
+        logging.warning('%s. Skipped (kept as %s); resuming from the next older checkpoint',
+                        e, kept[0])
+        continue
+      self._remove_unfinished(candidate)
+      return state, meta
+    return None
+
+  def _set_aside(self, steps: list[int], why: str) -> list[str]:
+    """Renames the checkpoints of ``steps`` to ``<step>.<why>`` (numbered if taken) so that
+    Orbax no longer lists them; returns the new paths."""
+    paths = []
+    for s in steps:
+      target = epath.Path(self.directory) / f'{s}.{why}'
+      while target.exists():
+        target = epath.Path(self.directory) / f'{s}.{why}-{time.time_ns()}'
+      paths.append(str(target))
+      if jax.process_index() == 0:
+        (epath.Path(self.directory) / str(s)).rename(target)
+    self._sync(f'set aside {steps}')
+    return paths
+
+  def _remove_unfinished(self, resumed: int) -> None:
+    """Removes the temporary folders of saves of steps before ``resumed`` that never
+    finished (a killed or full-disk run leaves them, holding space)."""
+    for path in sorted(epath.Path(self.directory).glob(f'*{TMP_SUFFIX}*')):
+      step = path.name.split('.', 1)[0]
+      if step.isdigit() and int(step) < resumed:
+        logging.info('Removing %s: an unfinished save of step %s, older than the checkpoint '
+                     'of step %d resumed from', path, step, resumed)
+        if jax.process_index() == 0:
+          path.rmtree()
+    self._sync('removed unfinished saves')
+
+  def _sync(self, what: str) -> None:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'jaxpose checkpoints: {what}')
+    self.manager.reload()
 
   def restore_variables(self, abstract_variables: dict, step: int | None = None) -> dict:
     """Restores only the model variables of the saved train state: the ``params`` and
@@ -73,7 +243,8 @@ class Checkpointer:
         with both shapes; or if it holds non-finite values.
     """
     step = self.resolve_step(step)
-    saved = self.saved_shapes(step)
+    with self._reading(step):
+      saved = self.saved_shapes(step)
     problems = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_variables)[0]:
       name = '/'.join(str(getattr(k, 'key', k)) for k in path)
@@ -92,10 +263,11 @@ class Checkpointer:
     item = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         abstract_variables)
-    variables = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True))).state
+    with self._reading(step):
+      variables = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+              partial_restore=True))).state
     # Training saves no non-finite state, but older or foreign checkpoints may hold one;
     # named here, it would otherwise surface as NaN predictions far from its cause.
     if not parallel.all_finite(variables):
@@ -106,16 +278,22 @@ class Checkpointer:
 
   def saved_shapes(self, step: int) -> dict:
     """The saved train state's tree with each leaf's shape, read from its metadata."""
-    metadata = ocp.PyTreeCheckpointer().metadata(
-        os.path.join(self.directory, str(step), 'state')).item_metadata
+    path = os.path.join(self.directory, str(step), 'state')
+    metadata = ocp.PyTreeCheckpointer().metadata(path).item_metadata
+    if metadata is None:  # Orbax's answer when it cannot read it
+      raise ValueError(f'the tree metadata in {path}/ is unreadable')
     return jax.tree.map(lambda leaf: tuple(leaf.shape), dict(metadata.tree))
 
   def read_meta(self, step: int | None = None) -> dict:
     step = self.resolve_step(step)
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    with self._reading(step):
+      return self.manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore())).meta
 
   def wait(self):
-    self.manager.wait_until_finished()
+    """Blocks until the last save is on disk; raises as ``save``."""
+    with self._writing(self._pending):
+      self.manager.wait_until_finished()
 
   def close(self):
     self.manager.close()
@@ -124,15 +302,46 @@ class Checkpointer:
 def restore_variables(workdir: str, abstract_variables: dict,
                       step: int | None = None) -> tuple[dict, dict, int]:
   """The model variables of ``workdir``'s checkpoint (the latest, or ``step``), restored into
-  ``abstract_variables`` (see ``Checkpointer.restore_variables``): evaluation, prediction
-  and warm starts read checkpoints through this. Returns (variables, meta, step)."""
+  ``abstract_variables`` (see ``Checkpointer.restore_variables``): warm starts read
+  checkpoints through this. Returns (variables, meta, step)."""
+  return read(workdir, step, lambda ckpt, step: (
+      ckpt.restore_variables(abstract_variables, step), ckpt.read_meta(step), step))
+
+
+def read(workdir: str, step: int | None, reader):
+  """``reader(checkpointer, step)`` on ``workdir``'s checkpoint of ``step``, or of the
+  latest step; evaluation, prediction and warm starts read checkpoints through this. A
+  training run may delete steps (``keep_checkpoints``, once it has saved newer ones) while
+  Orbax lists them, or the latest while it is read: then the steps are listed again (up to
+  ``READ_ATTEMPTS`` times)."""
   require_checkpoints(workdir)
-  ckpt = Checkpointer(workdir)
-  try:
-    step = ckpt.resolve_step(step)
-    return ckpt.restore_variables(abstract_variables, step), ckpt.read_meta(step), step
-  finally:
-    ckpt.close()
+  for attempt in range(1, READ_ATTEMPTS + 1):
+    try:
+      ckpt = Checkpointer(workdir)
+    except FileNotFoundError:
+      if attempt == READ_ATTEMPTS:
+        raise
+      continue
+    try:
+      chosen = ckpt.resolve_step(step)
+    except FileNotFoundError:
+      ckpt.close()
+      raise
+    try:
+      return reader(ckpt, chosen)
+    except Exception as e:  # pylint: disable=broad-except
+      # A deletion removes files one by one: a newer step on disk tells it from damage.
+      newer = [p for p in epath.Path(ckpt.directory).iterdir()
+               if p.name.isdigit() and int(p.name) > chosen]
+      if step is not None or not newer or attempt == READ_ATTEMPTS:
+        if isinstance(e, DamagedCheckpointError):
+          e.add_note(f'(choose another step with --step; steps there: '
+                     f'{sorted(ckpt.manager.all_steps())})')
+        raise
+      logging.info('The checkpoint of step %d in %s was deleted while being read (by the '
+                   'training run); reading the latest one again', chosen, ckpt.directory)
+    finally:
+      ckpt.close()
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:

@@ -8,18 +8,16 @@ this process's id itself (TPU pods, SLURM, Open MPI: the ``launch/`` scripts pas
 process runs alone.
 
 A user error (a bad flag, a config file that is missing or fails to load, an override of a
-key the config lacks, or a ``ValueError``/``OSError``/``FloatingPointError`` of the run,
-which name the flag, field or file at fault) ends the process with one line on stderr and
-exit status 1; ``--verbosity=1`` logs its traceback too.
+key the config lacks, or a ``ValueError``/``OSError``/``FloatingPointError`` or file-system
+error of the run, which name the flag, field or file at fault) ends the process with one
+line on stderr and exit status 1; ``--verbosity=1`` logs its traceback too. A training run
+stopped by SIGTERM or SIGINT after saving its step ends with one line and status
+``preemption.EXIT_CODE`` (75).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import importlib.util
-import mmap
 import os
 import re
 import sys
@@ -28,6 +26,9 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from jaxpose import preemption
+from jaxpose import runtime
 
 FLAGS = flags.FLAGS
 _EXPLICIT = ('coordinator_address', 'num_processes', 'process_id')
@@ -41,8 +42,9 @@ def define_common_flags() -> None:
       'Experiment config, e.g. configs/synthetic.py or configs/synthetic.py:smoke.',
       lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation output.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step to restore (evaluate, predict; default: '
-                       'the latest).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step to restore (evaluate, predict, export; '
+                       'default: the latest) or to resume training from (default: the newest '
+                       'that restores completely; newer ones are kept aside).')
   flags.DEFINE_bool('distributed', False,
                     'One of several processes on a TPU pod, a SLURM allocation or under Open '
                     'MPI: jax.distributed detects the coordinator, process count and process '
@@ -54,9 +56,9 @@ def define_common_flags() -> None:
                        '--coordinator_address).', lower_bound=1)
   flags.DEFINE_integer('process_id', None, 'This process, 0 … num_processes - 1 (with '
                        '--coordinator_address).', lower_bound=0)
-  flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/cli.py) to '
+  flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/runtime.py) to '
                     'XLA_FLAGS and, with JAX on the CPU only, keep freed memory for the next '
-                    'step (cli.configure_cpu); --nocpu_xla_flag measures XLA:CPU without '
+                    'step (runtime.configure_cpu); --nocpu_xla_flag measures XLA:CPU without '
                     'either.')
   flags.register_multi_flags_validator(('distributed',) + _EXPLICIT, _check_process_flags)
 
@@ -76,109 +78,12 @@ def _check_process_flags(values) -> bool:
   return True
 
 
-# XLA:CPU hands convolutions to YNNPACK, which is slow on weight-gradient convolutions.
-# Without it the paper's network (256 px, batch 8, 2 cores) trains at 2.5 instead of 1.4
-# images/s and infers at 13.5 instead of 9.0, with gradients equal to 3e-6 (jaxlib 0.10.2,
-# `python -m jaxpose.benchmark --config=configs/synthetic.py:paper_model --config.batch_size=8
-# [--nocpu_xla_flag]`). The concurrency-optimised scheduler orders the step so that
-# independent operations (a weight gradient beside the next input gradient) run side by
-# side on the thread pool: the same train step at 1.30 and 1.25 instead of 0.92 and 0.69
-# images/s, alternating runs on the 2 cores while other work loaded them; gradients
-# unchanged (tests/test_cpu_xla_flag.py). Both flags are experimental: recheck them when
-# jaxlib changes.
-CPU_XLA_FLAG = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution '
-                '--xla_cpu_enable_concurrency_optimized_scheduler=true')
-
-
-# XLA:CPU allocates a step's temporary buffers afresh on every call (1.5 GB for the paper's
-# network at batch 8) and glibc's malloc maps big blocks from the kernel and unmaps them
-# after, so each step page-faults every one of those pages in again, zeroed (390 000 faults
-# a step). Never mapping blocks separately nor trimming the heap hands the same memory back
-# each step: no faults once the heap has settled (a few steps). That alone serves a block
-# no bigger than a thread's arena heap; XLA runs steps on its worker threads, whose arenas
-# map any bigger block whatever M_MMAP_MAX says, so a step with bigger temporaries also
-# needs every thread on the one main arena, whose heap grows without bound. One arena costs
-# where its lock is contended (tf.data's threads, XLA's), and the process keeps its peak
-# heap. Measured on 2 cores, jaxlib 0.10.2, medians of alternating runs
-# (`python -m jaxpose.benchmark --what=loop`), images/s of the training loop:
-#
-#   config                    none     no maps, no trim   + one arena
-#   synthetic (96 px, 16)     248-254  319-320            227-228
-#   paper_model (256 px, 8)   3.73     3.76-3.78          4.15-4.24 (peak RSS 9.0 GB, not 4.4)
-#
-# glibc's mallopt parameters (malloc.h); a trim threshold of -1 is read as SIZE_MAX: never.
-_M_ARENA_MAX, _M_MMAP_MAX, _M_TRIM_THRESHOLD = -8, -4, -1
-# The most one heap of a thread's arena holds (glibc's HEAP_MAX_SIZE on 64-bit systems).
-THREAD_HEAP_BYTES = 64 << 20
-
-
-def malloc_settings(train_bytes: int) -> tuple[tuple[int, int], ...]:
-  """The ``mallopt`` calls for a run whose train step keeps about ``train_bytes`` of
-  activations (see above)."""
-  keep = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
-  return ((_M_ARENA_MAX, 1),) + keep if train_bytes > THREAD_HEAP_BYTES else keep
-
-
-def train_activation_bytes(config) -> int:
-  """About what ``config``'s train step keeps for its backward pass (the global batch's
-  module outputs; nothing computed)."""
-  from jaxpose.models import posenet  # pylint: disable=g-import-not-at-top
-  return config.batch_size * posenet.activation_bytes(posenet.create(config.model),
-                                                      config.data.input_size)
-
-
 def cpu_setup() -> int | None:
   """The ``configure_cpu`` argument the run's flags ask for: the config's train activations
   (0 without a config), or None with ``--nocpu_xla_flag``."""
   if not FLAGS.cpu_xla_flag:
     return None
-  return 0 if FLAGS.config is None else train_activation_bytes(FLAGS.config)
-
-
-def _only_cpu() -> bool:
-  """Whether JAX can only run on the CPU here (decided before it starts its backend)."""
-  platforms = os.environ.get('JAX_PLATFORMS', '')
-  if platforms:
-    return platforms.split(',')[0] == 'cpu'
-  return not any(importlib.util.find_spec(name) for name in
-                 ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
-
-
-@functools.cache
-def _jaxlib_libraries() -> tuple[str, ...]:
-  jaxlib = importlib.util.find_spec('jaxlib')
-  return tuple(sorted(glob.glob(os.path.join(jaxlib.submodule_search_locations[0], '*.so'))))
-
-
-def xla_knows(flag: str) -> bool:
-  """Whether the installed jaxlib's XLA defines ``flag`` (``--name``): its name is one of
-  the library's strings. XLA aborts the process on an unknown flag in XLA_FLAGS, so the
-  flag cannot be tried; reading the strings takes about 0.1 s."""
-  name = flag.lstrip('-').encode() + b'\0'
-  for path in _jaxlib_libraries():
-    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-      if data.find(name) >= 0:
-        return True
-  return False
-
-
-def configure_cpu(train_bytes: int = 0) -> None:
-  """Adds each flag of ``CPU_XLA_FLAG`` that the installed XLA knows (``xla_knows``) and
-  XLA_FLAGS does not set already to XLA_FLAGS and, where JAX only has the CPU and the C
-  library is glibc, keeps freed memory in the process for the next step
-  (``malloc_settings(train_bytes)``); before JAX starts its backend and its threads."""
-  current = os.environ.get('XLA_FLAGS', '')
-  missing = [f for f in CPU_XLA_FLAG.split() if f.split('=')[0] not in current
-             and xla_knows(f.split('=')[0])]
-  os.environ['XLA_FLAGS'] = ' '.join([current, *missing]).strip()
-  if not sys.platform.startswith('linux'):
-    return
-  libc = ctypes.CDLL(None)
-  # glibc only (musl lacks the call); a GPU or TPU host leaves the CPU to tf.data's threads,
-  # which want their own arenas.
-  if hasattr(libc, 'gnu_get_libc_version') and _only_cpu():
-    for param, value in malloc_settings(train_bytes):
-      libc.mallopt(param, value)
+  return 0 if FLAGS.config is None else runtime.train_activation_bytes(FLAGS.config)
 
 
 def initialize_distributed() -> None:
@@ -201,8 +106,20 @@ def initialize_distributed() -> None:
 
 
 # Errors of the run that name what the user got wrong (config fields, files, flags, a
-# non-finite loss) rather than a bug of jaxpose.
+# non-finite loss) rather than a bug of jaxpose; file-system errors of TensorFlow's file
+# layer too (``is_file_system_error``).
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def is_file_system_error(error: BaseException) -> bool:
+  """Whether ``error`` is an error of a file system: an OSError (Python's, fsspec's and
+  gcsfs's, etils.epath's and Orbax's are), or TensorFlow's ``tf.errors.OpError``
+  (tf.io.gfile, which TFDS and etils.epath use for gs:// where TensorFlow is installed),
+  recognised only if TensorFlow is imported already (it is never imported for this)."""
+  if isinstance(error, OSError):
+    return True
+  tf = sys.modules.get('tensorflow')
+  return tf is not None and isinstance(error, tf.errors.OpError)
 
 
 def run(main, required=('config', 'workdir'), define_flags=None) -> None:
@@ -220,13 +137,15 @@ def _set_up_and_run(main, argv) -> None:
     # Both must happen before JAX starts its backend, and both read flags. (A model config
     # the network rejects fails here, as a user error.)
     if (setup := cpu_setup()) is not None:
-      configure_cpu(setup)
+      runtime.configure_cpu(setup)
     initialize_distributed()
-    # tf.data only feeds the host: keep TensorFlow off any accelerator JAX is using.
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], 'GPU')
     main(argv)
-  except USER_ERRORS as e:
+  except preemption.Preempted as e:
+    sys.stderr.write(f'{os.path.basename(sys.argv[0])}: {_describe(e)}\n')
+    sys.exit(preemption.EXIT_CODE)
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, USER_ERRORS) and not is_file_system_error(e):
+      raise
     logging.debug('The error in full:', exc_info=True)
     _exit(_describe(e))
 

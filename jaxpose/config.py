@@ -8,6 +8,7 @@ MISSING with the reason for the choice.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -269,6 +270,14 @@ def validate(c: ConfigDict, training: bool = True) -> None:
       problems.append(f'config.batch_size={c.batch_size}: expected a multiple of the '
                       f'{devices} devices (every device gets an equal share)')
     positive('total_steps', c.total_steps)
+    # A NaN, infinite or negative rate would only show as non-finite losses steps later
+    # (0 holds the weights still, as tests do).
+    for key in ('learning_rate', 'decay_rate', 'pretrained_lr_multiplier'):
+      value = c.optim[key]
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or not math.isfinite(value) or value < 0):
+        problems.append(f'config.optim.{key}={value!r}: expected a finite number >= 0')
+    positive('optim.decay_steps', c.optim.decay_steps)
     for key in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps',
                 'keep_checkpoints'):
       positive(key, c[key])

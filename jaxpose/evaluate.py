@@ -1,7 +1,8 @@
 """Restore a checkpoint and evaluate it on every evaluation split of its config.
 
-``python -m jaxpose.evaluate --config=configs/synthetic.py --workdir=DIR [--step=N]``
-writes, for each split, ``DIR/eval/<step>/<dataset>_<split>.json`` (the protocol's report),
+``python -m jaxpose.evaluate --config=configs/synthetic.py --workdir=DIR [--step=N]
+[--out=OUT]`` writes, for each split, ``DIR/eval/<step>/<dataset>_<split>.json`` (or
+``OUT/<step>/...``; the protocol's report),
 ``.md`` (its tables) and ``_pck.png`` (PCK against threshold), each file complete or not
 at all (written aside and renamed). The train loop calls ``evaluate_all`` periodically with
 the live state.
@@ -16,6 +17,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -28,6 +30,7 @@ from jaxpose import metrics
 from jaxpose import parallel
 from jaxpose import protocols
 from jaxpose import visualize
+from jaxpose.data import augment
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
@@ -62,6 +65,14 @@ def _local_rows(array: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(s.data) for s in shards])
 
 
+@functools.lru_cache(maxsize=None)
+def _cut_fn(input_size: int, mesh):
+  """``augment.eval_batch`` compiled once per input size and mesh: the crops are cut on
+  the devices, the host only decodes."""
+  return parallel.jit_data_parallel(
+      functools.partial(augment.eval_batch, input_size=input_size), mesh)
+
+
 def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, predict_fn,
                    variables, mesh, mean_pose=None) -> dict:
   """Runs ``predict_fn`` over one split and scores it with the split's protocol. Every
@@ -74,10 +85,11 @@ def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, 
   meta_rows = {k: [] for k in pipeline.META_KEYS}
   local_devices = len(mesh.local_devices)
   padded_size = -(-local_batch_size // local_devices) * local_devices
+  cut = _cut_fn(config.data.input_size, mesh)
   for batch, meta in pipeline.eval_batches(name, source_config, config, local_batch_size,
                                            padded_size):
-    arrays = {k: v for k, v in batch.items() if k != 'mask'}
-    rows['pred'].append(predict_fn(variables, parallel.to_global(arrays, mesh))['pose_3d'])
+    arrays = cut(parallel.to_global({k: v for k, v in batch.items() if k != 'mask'}, mesh))
+    rows['pred'].append(predict_fn(variables, arrays)['pose_3d'])
     rows['gt'].append(geometry.root_centre(batch['joints_3d']))
     rows['valid'].append(batch['joints_2d_valid'])
     rows['has_3d'].append(batch['has_3d'])
@@ -118,12 +130,13 @@ def _gather_strings(values: np.ndarray) -> np.ndarray:
 
 
 def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
-                 workdir: str, step: int, writer=None, mean_pose=None) -> dict:
+                 workdir: str, step: int, writer=None, mean_pose=None,
+                 out_dir: str | None = None) -> dict:
   """Evaluates ``variables`` (params and batch_stats) with ``predict_fn``
   (``make_predict_fn``) on every split of ``config.data.eval``; writes JSON, Markdown and a
-  PCK plot per split under ``workdir/eval/<step>`` and scalars to ``writer``. Returns the
-  reports."""
-  out_dir = os.path.join(workdir, 'eval', str(step))
+  PCK plot per split to ``out_dir`` (default ``workdir/eval/<step>``) and scalars to
+  ``writer``. Returns the reports."""
+  out_dir = out_dir or os.path.join(workdir, 'eval', str(step))
   reports = {}
   for name in sorted(config.data.eval):
     source_config = config.data.eval[name]
@@ -139,12 +152,21 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
     if writer is not None:
       writer.write_scalars(step, {f'eval/{name}/{k}': v for k, v in summary.items()})
     if jax.process_index() == 0:
-      fileio.gfile.makedirs(out_dir)
       stem = os.path.join(out_dir, f'{source_config.dataset}_{source_config.split}')
-      fileio.write_atomically(stem + '.json', lambda f: json.dump(report, f, indent=1))
-      fileio.write_atomically(stem + '.md', lambda f: f.write(protocols.to_markdown(report)))
-      fileio.write_atomically(stem + '_pck.png',
-                              lambda f: protocols.plot_pck(pred, gt, valid, f), binary=True)
+      try:
+        fileio.gfile.makedirs(out_dir)
+        fileio.write_atomically(stem + '.json', lambda f: json.dump(report, f, indent=1))
+        fileio.write_atomically(stem + '.md',
+                                lambda f: f.write(protocols.to_markdown(report)))
+        fileio.write_atomically(stem + '_pck.png',
+                                lambda f: protocols.plot_pck(pred, gt, valid, f), binary=True)
+      except Exception as e:  # pylint: disable=broad-except
+        if not cli.is_file_system_error(e):
+          raise
+        # The numbers are in the log already; name where they could not go.
+        raise OSError(f'cannot write the report {stem}.json/.md/_pck.png of step {step}: '
+                      f'{" ".join(str(e).split())} (its numbers are in the log above; '
+                      'jaxpose.evaluate --out=DIR writes them elsewhere)') from e
   return reports
 
 
@@ -167,35 +189,59 @@ def prediction_pictures(predict_fn, variables, batch: dict, local_batch: dict,
 
 
 def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                         step: int | None = None) -> dict:
+                         step: int | None = None, out: str | None = None) -> dict:
   """Restores the model variables of ``workdir``'s checkpoint (the latest, or ``step``) into
-  the current mesh and evaluates them on every evaluation split of ``config``. Only the
+  the current mesh and evaluates them on every evaluation split of ``config``; the reports
+  go to ``out/<step>`` (default ``workdir/eval/<step>``), checked writable first. Only the
   model is read, so the optimiser settings of ``config`` need not match the run's."""
   config_lib.validate(config, training=False)
-  checkpoint.require_checkpoints(workdir)
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
-    meta = ckpt.read_meta(step)
-  finally:
-    ckpt.close()
-  checkpoint.check_model_config(meta['config'], config, ckpt.directory)
   mesh = parallel.make_mesh()
   model = posenet.create(config.model)
   abstract = posenet.abstract_variables(model, config.data.input_size)
   shardings = parallel.state_sharding(mesh, abstract, config.fsdp)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           abstract, shardings)
-  variables, meta, step = checkpoint.restore_variables(workdir, abstract, step)
+
+  def load(ckpt, step):
+    meta = ckpt.read_meta(step)
+    checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+    return ckpt.restore_variables(abstract, step), meta, step
+
+  variables, meta, step = checkpoint.read(workdir, step, load)
+  out_dir = os.path.join(out or os.path.join(workdir, 'eval'), str(step))
+  if jax.process_index() == 0:
+    check_writable(out_dir, '--out' if out else '--workdir')
   return evaluate_all(config, make_predict_fn(config, model, mesh, shardings), variables,
-                      mesh, workdir, step, mean_pose=meta.get('mean_training_pose'))
+                      mesh, workdir, step, mean_pose=meta.get('mean_training_pose'),
+                      out_dir=out_dir)
+
+
+def check_writable(directory: str, flag: str) -> None:
+  """Raises, naming ``directory`` and ``flag``, unless a file can be written there (before
+  the evaluation, which takes long, rather than after it)."""
+  try:
+    fileio.gfile.makedirs(directory)
+    fileio.write_atomically(os.path.join(directory, '.writable'), lambda f: f.write('x'))
+    fileio.gfile.remove(os.path.join(directory, '.writable'))
+  except Exception as e:  # pylint: disable=broad-except
+    if not cli.is_file_system_error(e):
+      raise
+    raise OSError(f'cannot write the reports to {directory} ({flag}): '
+                  f'{" ".join(str(e).split())}; give another folder with --out') from e
 
 
 def main(argv):
   del argv
-  reports = restore_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir, cli.FLAGS.step)
+  reports = restore_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir, cli.FLAGS.step,
+                                 cli.FLAGS.out)
   for name, report in reports.items():
     print(f'## {name}\n\n{protocols.to_markdown(report)}')
 
 
+def define_flags():
+  flags.DEFINE_string('out', None, 'Folder for the reports, <out>/<step>/... (default: '
+                      'WORKDIR/eval), e.g. when the workdir is read-only or full.')
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags=define_flags)

@@ -1,4 +1,5 @@
-"""A checkpoint as models that run without jaxpose: a jax.export artefact and a SavedModel.
+"""A checkpoint as models that run without jaxpose: a jax.export artefact, an ONNX model and
+a SavedModel.
 
   python -m jaxpose.export --workdir=DIR [--step=N] --out=OUT
 
@@ -6,21 +7,27 @@ writes
 
 * ``OUT/crops.jax_export``: the network on crops, serialized with ``jax.export`` (StableHLO,
   the weights inside) for a symbolic batch size: ``jax.export.deserialize(bytes).call(crops)``
-  with (B, S, S, 3) uint8 crops returns ``crop_outputs``'s dict. It needs jax (and jaxlib)
-  only, of this version or newer.
+  with (B, S, S, 3) uint8 crops returns ``predict.crop_network``'s dict. It needs jax (and
+  jaxlib) only, of this version or newer.
+* ``OUT/crops.onnx``: the same network as an ONNX model (opset ``onnx_export.OPSET``, input
+  ``crops`` (B, S, S, 3) uint8 for any B, the same outputs by name), for ONNX Runtime,
+  TensorRT, OpenVINO and the like (``jaxpose.onnx_export``).
 * ``OUT/saved_model/``: a TensorFlow SavedModel made with ``jax2tf`` (the StableHLO
   embedded in ``XlaCallModule`` ops, at a version the exporting TensorFlow reads:
   ``stablehlo_for_tensorflow``), which TensorFlow alone (that version or newer) loads and
   runs, with two signatures:
 
-  - ``crops``: ``crops`` (B, S, S, 3) uint8 → ``crop_outputs``: root-relative 3D in mm in
-    each crop's virtual camera, 2D and the weak-perspective camera in crop pixels, and the
-    joints' confidence;
+  - ``crops``: ``crops`` (B, S, S, 3) uint8 → ``predict.crop_network``'s dict: root-relative
+    3D in mm in each crop's virtual camera, 2D and the weak-perspective camera in crop
+    pixels, and the joints' confidence;
   - ``image`` (the default, ``serving_default``): ``image`` (H, W, 3) uint8, ``boxes``
     (N, 4) float32 person boxes (x, y, w, h) and ``focal`` () float32, px (principal point
     at the image centre) → what ``Predictor.predict`` returns for each box, batched: crop,
     network, perspective correction and the mapping back into the image are in the graph
-    (geometry in float64, as the Predictor's).
+    (geometry in float64, as the Predictor's). No boxes (N = 0) give empty results.
+
+  Inputs of another shape, a box with w or h <= 0 or not finite, and a focal <= 0 raise
+  ``tf.errors.InvalidArgumentError`` naming the input and what it should be.
 
 ``OUT/export.json`` records the checkpoint, the input size and the signatures.
 """
@@ -35,10 +42,12 @@ import os
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 from absl import flags
 
 from jaxpose import cli
 from jaxpose import fileio
+from jaxpose import onnx_export
 from jaxpose import parallel
 from jaxpose import predict
 from jaxpose import skeleton
@@ -47,20 +56,8 @@ from jaxpose.data import crops as crop_boxes
 # Where the artefacts run: lowered for each, whatever machine exports them.
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 JAX_EXPORT = 'crops.jax_export'
+ONNX = 'crops.onnx'
 SAVED_MODEL = 'saved_model'
-
-
-def crop_outputs(predictor: predict.Predictor):
-  """(variables, ``crops`` (B, S, S, 3) uint8) → dict of float32: ``pose_3d`` (B, J, 3)
-  mm, ``pose_2d`` (B, J, 2) crop px, ``camera_scale`` (B,) px/mm, ``camera_principal``
-  (B, 2) px, ``confidence`` (B, J)."""
-  def run(variables, crops):
-    out = predictor.model.apply(variables, crops, train=False)
-    return dict(pose_3d=out['pose_3d'], pose_2d=out['pose_2d'],
-                camera_scale=out['camera']['scale'],
-                camera_principal=out['camera']['principal'],
-                confidence=out['heatmaps'][:, -1].max(axis=(1, 2)))
-  return run
 
 
 def image_outputs(predictor: predict.Predictor):
@@ -71,7 +68,7 @@ def image_outputs(predictor: predict.Predictor):
   ``crop_principal``. The network runs in float32, the geometry in float64 (trace with
   ``jax.enable_x64``)."""
   size = predictor.input_size
-  network = crop_outputs(predictor)
+  network = predict.crop_network(predictor.model)
 
   def run(variables, image, boxes, focal):
     boxes = boxes.astype(jnp.float64)
@@ -110,13 +107,21 @@ def image_outputs(predictor: predict.Predictor):
 
 
 def export_crops(predictor: predict.Predictor) -> jax.export.Exported:
-  """``crop_outputs`` with the checkpoint's weights, exported for a symbolic batch size."""
+  """``predict.crop_network`` with the checkpoint's weights, exported for a symbolic batch
+  size."""
   size = predictor.input_size
   batch, = jax.export.symbolic_shape('b')
-  return jax.export.export(parallel.jit_local(functools.partial(crop_outputs(predictor),
-                                                                predictor.variables)),
-                           platforms=PLATFORMS)(
+  network = functools.partial(predict.crop_network(predictor.model), predictor.variables)
+  return jax.export.export(parallel.jit_local(network), platforms=PLATFORMS)(
       jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
+
+
+def onnx_crops(predictor: predict.Predictor) -> bytes:
+  """``predict.crop_network`` with the checkpoint's weights as a serialized ONNX model."""
+  size = predictor.input_size
+  network = functools.partial(predict.crop_network(predictor.model), predictor.variables)
+  return onnx_export.to_onnx(network, (size, size, 3), np.uint8, 'crops',
+                             doc=f'jaxpose step {predictor.step}').SerializeToString()
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -167,7 +172,7 @@ def saved_model(predictor: predict.Predictor, directory: str) -> str:
   module = tf.Module()
   # The weights are variables of the SavedModel, stored once for both signatures.
   module.weights = tf.nest.map_structure(tf.Variable, jax.device_get(predictor.variables))
-  crops_tf = jax2tf.convert(crop_outputs(predictor), with_gradient=False,
+  crops_tf = jax2tf.convert(predict.crop_network(predictor.model), with_gradient=False,
                             polymorphic_shapes=[None, '(b, _, _, _)'],
                             native_serialization_platforms=PLATFORMS)
   image_tf = jax2tf.convert(image_outputs(predictor), with_gradient=False,
@@ -177,14 +182,18 @@ def saved_model(predictor: predict.Predictor, directory: str) -> str:
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec((None, size, size, 3), tf.uint8, name='crops')])
   def crops(images):
-    return crops_tf(module.weights, images)
+    return crops_tf(module.weights, _checked_crops(tf, images, size))
 
   @tf.function(autograph=False, input_signature=[
       tf.TensorSpec((None, None, 3), tf.uint8, name='image'),
       tf.TensorSpec((None, 4), tf.float32, name='boxes'),
       tf.TensorSpec((), tf.float32, name='focal')])
   def image(image, boxes, focal):
-    return image_tf(module.weights, image, boxes, focal)
+    image, run_boxes, focal = _checked_image_inputs(tf, image, boxes, focal)
+    count = tf.shape(boxes)[0]
+    # The graph needs a box: an empty list runs one over the whole image and keeps none.
+    return tf.nest.map_structure(lambda x: x[:count],
+                                 image_tf(module.weights, image, run_boxes, focal))
 
   module.crops, module.image = crops, image
   with stablehlo_for_tensorflow() as version:
@@ -198,18 +207,51 @@ def saved_model(predictor: predict.Predictor, directory: str) -> str:
   return version
 
 
+def _checked_crops(tf, crops, size: int):
+  """``crops``, once checked to be (B, size, size, 3): the compiled model would otherwise
+  fail with a compiler dump of several KB, its cause on one line inside."""
+  check = tf.debugging.assert_equal(
+      tf.shape(crops)[1:], tf.constant([size, size, 3]),
+      message=f'crops: expected (B, {size}, {size}, 3) uint8 crops of the network\'s input size')
+  with tf.control_dependencies([check]):
+    return tf.identity(crops)
+
+
+def _checked_image_inputs(tf, image, boxes, focal):
+  """(image, the boxes to run, focal) once checked: an (H, W, 3) image with H, W >= 1,
+  boxes with finite x, y and w, h > 0 (a zero-size box has no crop), a finite focal > 0.
+  An empty box list runs one box over the whole image (``image`` keeps no row of it)."""
+  shape = tf.shape(image)
+  checks = [
+      tf.debugging.assert_equal(shape[2], 3, message='image: expected (H, W, 3) uint8 RGB'),
+      tf.debugging.assert_positive(shape[:2], message='image: expected H, W >= 1'),
+      tf.debugging.assert_all_finite(boxes, message='boxes: expected finite x, y, w, h'),
+      tf.debugging.assert_positive(boxes[:, 2:], message='boxes: expected w, h > 0 for every '
+                                   'box (x, y, w, h); a zero-size box has no crop'),
+      tf.debugging.assert_all_finite(focal, message='focal: expected a finite number'),
+      tf.debugging.assert_positive(focal, message='focal: expected a focal length > 0 px')]
+  whole = tf.cast(tf.stack([[0, 0, shape[1], shape[0]]]), boxes.dtype)
+  with tf.control_dependencies(checks):
+    return (tf.identity(image), tf.cond(tf.shape(boxes)[0] > 0, lambda: boxes, lambda: whole),
+            tf.identity(focal))
+
+
 def export(predictor: predict.Predictor, out_dir: str) -> dict:
   """Writes the artefacts of the module docstring; returns their paths."""
   fileio.gfile.makedirs(out_dir)
   paths = dict(jax_export=os.path.join(out_dir, JAX_EXPORT),
+               onnx=os.path.join(out_dir, ONNX),
                saved_model=os.path.join(out_dir, SAVED_MODEL),
                info=os.path.join(out_dir, 'export.json'))
   serialized = export_crops(predictor).serialize()
   fileio.write_atomically(paths['jax_export'], lambda f: f.write(serialized), binary=True)
+  serialized = onnx_crops(predictor)
+  fileio.write_atomically(paths['onnx'], lambda f: f.write(serialized), binary=True)
   stablehlo_version = saved_model(predictor, paths['saved_model'])
   info = dict(step=predictor.step, input_size=predictor.input_size,
               joint_names=list(skeleton.JOINT_NAMES), jax_version=jax.__version__,
               saved_model_stablehlo_version=stablehlo_version,
+              onnx_opset=onnx_export.OPSET,
               signatures=dict(crops='crops (B, S, S, 3) uint8',
                               image='image (H, W, 3) uint8, boxes (N, 4) float32 x, y, '
                                     'w, h px, focal () float32 px'))
@@ -222,7 +264,8 @@ def main(argv):
   fl = flags.FLAGS
   predictor = predict.Predictor(fl.workdir, fl.step, fl.config)
   paths = export(predictor, fl.out)
-  print(f'step {predictor.step}: wrote {paths["jax_export"]} and {paths["saved_model"]}')
+  print(f'step {predictor.step}: wrote {paths["jax_export"]}, {paths["onnx"]} and '
+        f'{paths["saved_model"]}')
 
 
 def define_flags():

@@ -1,10 +1,10 @@
 """The one path layer of every file jaxpose writes or reads in a workdir or output folder:
 local paths, and URLs such as ``gs://bucket/run`` on a pod.
 
-It is ``tf.io.gfile``, not ``etils.epath``: both reach gs:// (epath itself goes through
-tf.io.gfile when TensorFlow is installed, as it is here, and CLU's metric writers use it
-too), but only gfile also has TensorFlow's ``ram://`` file system, on which the tests run
-the non-local code paths on any machine; epath rejects the scheme.
+It is fsspec (gs:// through gcsfs), not ``tf.io.gfile``: a run on built data never imports
+TensorFlow, which the accelerator images JAX users run do not carry. ``fileio.gfile`` keeps
+gfile's names for what jaxpose uses of it. ``ram://`` is fsspec's in-memory file system
+under TensorFlow's name for it: the tests run the non-local code paths on it.
 
 Orbax writes the checkpoints itself (through epath and TensorStore), which supports local
 paths and gs:// only (``check_checkpoint_directory``).
@@ -14,20 +14,81 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
+import types
+
+import fsspec
+from fsspec.implementations import memory
 
 
-def _gfile():
-  # Imported on first use: TensorFlow takes seconds to import, and a notebook that only
-  # predicts in memory never needs it.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile
+class _RamFileSystem(memory.MemoryFileSystem):
+  protocol = ('ram',)
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    return super()._strip_protocol(str(path).removeprefix('ram://'))
 
 
-def __getattr__(name: str):
-  """``fileio.gfile``: ``tf.io.gfile``, imported on first use."""
-  if name == 'gfile':
-    return _gfile()
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+fsspec.register_implementation('ram', _RamFileSystem, clobber=True)
+
+
+def _fs(path: str):
+  """The file system of ``path`` and ``path`` as that file system names it."""
+  return fsspec.core.url_to_fs(str(path))
+
+
+def _exists(path: str) -> bool:
+  fs, p = _fs(path)
+  return fs.exists(p)
+
+
+def _isdir(path: str) -> bool:
+  fs, p = _fs(path)
+  return fs.isdir(p)
+
+
+def _makedirs(path: str) -> None:
+  fs, p = _fs(path)
+  fs.makedirs(p, exist_ok=True)
+
+
+def _listdir(path: str) -> list[str]:
+  """Names of the entries of the folder ``path`` (as ``gfile.listdir``)."""
+  fs, p = _fs(path)
+  if not fs.isdir(p):
+    raise FileNotFoundError(f'{path}: no such folder')
+  return sorted(posixpath.basename(e.rstrip('/')) for e in fs.ls(p, detail=False))
+
+
+def _glob(pattern: str) -> list[str]:
+  """Paths matching ``pattern``, with its scheme (as ``gfile.glob``)."""
+  fs, p = _fs(pattern)
+  scheme = '' if is_local(pattern) else str(pattern).split('://')[0] + '://'
+  return sorted(scheme + m for m in fs.glob(p))
+
+
+def _remove(path: str) -> None:
+  fs, p = _fs(path)
+  fs.rm_file(p)
+
+
+def _rename(source: str, target: str, overwrite: bool = False) -> None:
+  if not overwrite and _exists(target):
+    raise FileExistsError(f'{target} exists')
+  if is_local(source):
+    os.replace(source, target)  # atomic on one file system
+    return
+  fs, p = _fs(source)
+  fs.mv(p, _fs(target)[1])
+
+
+def _open(path: str, mode: str = 'r'):
+  """A file object of ``path`` (as ``gfile.GFile``)."""
+  return fsspec.open(str(path), mode).open()
+
+
+gfile = types.SimpleNamespace(GFile=_open, exists=_exists, isdir=_isdir, makedirs=_makedirs,
+                              listdir=_listdir, glob=_glob, remove=_remove, rename=_rename)
 
 
 def is_local(path: str) -> bool:
@@ -49,7 +110,6 @@ def write_atomically(path: str, write, binary: bool = False) -> None:
   write(buffer)
   directory, name = os.path.split(path)
   temporary = os.path.join(directory, f'.tmp-{os.getpid()}-{name}')
-  gfile = _gfile()
   try:
     with gfile.GFile(temporary, 'wb' if binary else 'w') as f:
       f.write(buffer.getvalue())
@@ -60,7 +120,7 @@ def write_atomically(path: str, write, binary: bool = False) -> None:
 
 
 def read_text(path: str) -> str:
-  with _gfile().GFile(path, 'r') as f:
+  with gfile.GFile(path, 'r') as f:
     return f.read()
 
 

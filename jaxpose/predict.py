@@ -38,10 +38,12 @@ the weak-perspective model (the body's depth extent small against its distance).
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import math
 import os
 import pathlib
+import re
 from collections.abc import Sequence
 
 import jax
@@ -136,8 +138,30 @@ def config_from_json(saved: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(tuples(saved))
 
 
+def to_rgb(pil: Image.Image) -> np.ndarray:
+  """(H, W, 3) uint8 RGB of an image of any mode PIL opens.
+
+  PIL's own conversion clips grey levels wider than 8 bits at 255 (a 16-bit PNG turns
+  white), so those are scaled: ``I;16*`` from 0-65535; ``I`` (32-bit integers) and ``F``
+  (floats), whose files do not say their range, from the smallest of 1 (``F`` only), 255,
+  65535 and 2^32 - 1 that holds the brightest pixel, negatives as 0. Every other mode (1, L,
+  LA, P, PA, RGBA, CMYK, YCbCr, LAB, HSV, ...) is PIL's conversion.
+  """
+  if not (pil.mode.startswith('I;16') or pil.mode in ('I', 'F')):
+    return np.asarray(pil.convert('RGB'))
+  values = np.nan_to_num(np.asarray(pil, np.float64))
+  if pil.mode.startswith('I;16'):
+    full = 65535.0
+  else:
+    top = float(values.max(initial=0.0))
+    scales = ((1.0,) if pil.mode == 'F' else ()) + (255.0, 65535.0, 2.0**32 - 1)
+    full = next((s for s in scales if top <= s), top)
+  grey = np.round(np.clip(values / full, 0.0, 1.0) * 255).astype(np.uint8)
+  return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def load_image(image) -> tuple[np.ndarray, str]:
-  """(H, W, 3) uint8 RGB and a name for messages, from a path or an array."""
+  """(H, W, 3) uint8 RGB (``to_rgb``) and a name for messages, from a path or an array."""
   if isinstance(image, (str, os.PathLike)):
     path = pathlib.Path(image)
     if not path.is_file():
@@ -145,7 +169,14 @@ def load_image(image) -> tuple[np.ndarray, str]:
     try:
       with Image.open(path) as pil:
         # Phone photos are stored sideways with an EXIF note on how to turn them.
-        return np.asarray(ImageOps.exif_transpose(pil).convert('RGB')), str(path)
+        return to_rgb(ImageOps.exif_transpose(pil)), str(path)
+    except Image.DecompressionBombError as e:
+      # PIL refuses more than twice its MAX_IMAGE_PIXELS; its message gives the size.
+      size = re.search(r'\((\d+) pixels\)', str(e))
+      needed = -(-int(size.group(1)) // 2) if size else 'N'
+      raise ValueError(f'image {path}: {e} (PIL\'s guard against decompression bombs: twice '
+                       f'PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); to read it, '
+                       f'raise the limit with --max_image_pixels={needed}') from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
       raise ValueError(f'cannot read image {path}: {e}') from e
   array = np.asarray(image)
@@ -155,6 +186,29 @@ def load_image(image) -> tuple[np.ndarray, str]:
   if min(array.shape[:2]) < 1:
     raise ValueError(f'image is empty: shape {array.shape}')
   return array, f'array {array.shape}'
+
+
+def image_paths(values: Sequence[str]) -> list[str]:
+  """The files of ``--image`` values: a file as it is, a folder as its images (the files
+  with an extension PIL reads, by name), a glob pattern as its matches (by name)."""
+  Image.init()
+  readable = set(Image.registered_extensions())
+  paths = []
+  for value in values:
+    if os.path.isdir(value):
+      found = sorted(str(p) for p in pathlib.Path(value).iterdir()
+                     if p.is_file() and p.suffix.lower() in readable)
+      if not found:
+        raise FileNotFoundError(f'--image={value}: the folder holds no image (no file named '
+                                f'*.jpg, *.png or another extension PIL reads)')
+    elif glob.has_magic(value) and not os.path.exists(value):
+      found = sorted(p for p in glob.glob(value) if os.path.isfile(p))
+      if not found:
+        raise FileNotFoundError(f'--image={value}: no file matches this pattern')
+    else:
+      found = [value]
+    paths += found
+  return paths
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -231,38 +285,78 @@ def crop_images(image, centres, sides, size: int):
                     precision=jax.lax.Precision.HIGHEST)
 
 
+def crop_network(model: posenet.PoseNet):
+  """(variables, ``crops`` (B, S, S, 3) uint8) → dict of float32: ``pose_3d`` (B, J, 3)
+  mm, ``pose_2d`` (B, J, 2) crop px, ``camera_scale`` (B,) px/mm, ``camera_principal``
+  (B, 2) px, ``confidence`` (B, J): the peak of each joint's res5a heatmap."""
+  def run(variables, crops):
+    out = model.apply(variables, crops, train=False)
+    return dict(pose_3d=out['pose_3d'], pose_2d=out['pose_2d'],
+                camera_scale=out['camera']['scale'],
+                camera_principal=out['camera']['principal'],
+                confidence=out['heatmaps'][:, -1].max(axis=(1, 2)))
+  return run
+
+
+# Where Predictor runs the network on crops: XLA, or ONNX Runtime on the network translated
+# to ONNX in memory (jaxpose.onnx_export; CPU only).
+BACKENDS = ('jax', 'onnxruntime')
+
+
+def _onnxruntime_network(network, size: int):
+  """``network`` (float32 crops, as ``crop_images`` makes them → dict) run by ONNX Runtime
+  on the CPU."""
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  from jaxpose import onnx_export  # pylint: disable=g-import-not-at-top
+  model = onnx_export.to_onnx(network, (size, size, 3), np.float32, 'crops')
+  session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                         providers=['CPUExecutionProvider'])
+  names = [o.name for o in session.get_outputs()]
+  return lambda crops: dict(zip(names, session.run(None, {'crops': np.asarray(crops)})))
+
+
 class Predictor:
   """A restored checkpoint that predicts 3D poses in photos (module docstring).
 
   Attributes:
     config: the checkpoint's config. step: its step. model: the network. variables: its
-    params and batch_stats. input_size: the side of its square input, pixels.
+    params and batch_stats. input_size: the side of its square input, pixels. backend:
+    what runs the network (``BACKENDS``).
   """
 
   def __init__(self, workdir: str, step: int | None = None,
-               config: ml_collections.ConfigDict | None = None):
-    # Checked before Orbax opens it: Orbax would create the folder of a mistyped workdir.
-    checkpoint.require_checkpoints(workdir)
-    ckpt = checkpoint.Checkpointer(workdir)
-    try:
-      step = ckpt.resolve_step(step)
-      meta = ckpt.read_meta(step)
-    finally:
-      ckpt.close()
-    if config is None:
-      config = config_from_json(meta['config'])
-    else:
-      checkpoint.check_model_config(meta['config'], config, ckpt.directory)
-    self.config = config
-    self.model = posenet.create(config.model)
-    self.input_size = int(config.data.input_size)
-    # Only the model is read, on one device: the optimiser state is not needed, and its
-    # structure depends on optimiser settings that may have changed since.
+               config: ml_collections.ConfigDict | None = None, backend: str = 'jax'):
+    if backend not in BACKENDS:
+      raise ValueError(f'backend={backend!r}: expected one of {BACKENDS}')
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            posenet.abstract_variables(self.model, self.input_size))
-    self.variables, _, self.step = checkpoint.restore_variables(workdir, abstract, step)
-    self._apply = parallel.jit_local(functools.partial(self.model.apply, train=False))
+
+    def load(ckpt, step):
+      # The model comes from the checkpoint's config: the meta and the variables are read
+      # from the same step (checkpoint.read looks it up again if training deletes it).
+      meta = ckpt.read_meta(step)
+      if config is None:
+        chosen = config_from_json(meta['config'])
+      else:
+        checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+        chosen = config
+      model = posenet.create(chosen.model)
+      # Only the model is read, on one device: the optimiser state is not needed, and its
+      # structure depends on optimiser settings that may have changed since.
+      abstract = jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+          posenet.abstract_variables(model, int(chosen.data.input_size)))
+      return chosen, model, ckpt.restore_variables(abstract, step), step
+
+    # checkpoint.read checks the workdir before Orbax opens it: Orbax would create the
+    # folder of a mistyped workdir.
+    self.config, self.model, self.variables, self.step = checkpoint.read(workdir, step, load)
+    self.input_size = int(self.config.data.input_size)
+    self.backend = backend
+    network = functools.partial(crop_network(self.model), self.variables)
+    if backend == 'onnxruntime':
+      self._network = _onnxruntime_network(network, self.input_size)
+    else:
+      self._network = self._padded(parallel.jit_local(network))
     self._crop = parallel.jit_local(crop_images, static_argnums=3)
 
   def predict(self, image, box=None, focal: float | None = None,
@@ -365,21 +459,27 @@ class Predictor:
             for image, (centre, side) in zip(images, regions)]
     rows = []
     for start in range(0, len(cuts), BATCH):
-      chunk = jnp.stack(cuts[start:start + BATCH])
-      batch = jnp.concatenate([chunk, jnp.zeros((BATCH - len(chunk),) + chunk.shape[1:],
-                                                chunk.dtype)])
-      out = jax.device_get(self._apply(self.variables, batch))
-      rows += [jax.tree.map(lambda x, i=i: np.asarray(x[i], np.float64), out)
-               for i in range(len(chunk))]
+      out = self._network(np.stack(jax.device_get(cuts[start:start + BATCH])))
+      rows += [{k: np.asarray(v[i], np.float64) for k, v in out.items()}
+               for i in range(len(out['pose_3d']))]
     results = []
     for (centre, side), out in zip(regions, rows):
       matrix = geometry.crop_matrix(centre, side, size)
       results.append(dict(
           pose_3d_crop=out['pose_3d'], pose_2d=from_crop(matrix, out['pose_2d']),
-          confidence=out['heatmaps'][-1].max(axis=(0, 1)),
-          crop_scale=float(out['camera']['scale']), crop_principal=out['camera']['principal'],
-          matrix=matrix, centre=np.asarray(centre, np.float64), side=float(side)))
+          confidence=out['confidence'], crop_scale=float(out['camera_scale']),
+          crop_principal=out['camera_principal'], matrix=matrix,
+          centre=np.asarray(centre, np.float64), side=float(side)))
     return results
+
+  @staticmethod
+  def _padded(network):
+    """``network`` on batches padded to ``BATCH`` (one compiled shape), the padding dropped."""
+    def run(crops):
+      n = len(crops)
+      padded = np.concatenate([crops, np.zeros((BATCH - n,) + crops.shape[1:], crops.dtype)])
+      return {k: v[:n] for k, v in jax.device_get(network(padded)).items()}
+    return run
 
   def _finish(self, out: dict, intrinsics: dict, box, shape) -> dict:
     """The network's crop outputs in the camera frame and the image's pixels."""
@@ -557,7 +657,7 @@ def main(argv):
                   f'--boxes={fl.boxes}, box {i} of frame {index} of {fl.video}')
     params = None if fl.smoothing == 'none' else smoothing.OneEuroParams(
         fl.one_euro_min_cutoff, fl.one_euro_beta, fl.one_euro_d_cutoff)
-    predictor = Predictor(fl.workdir, fl.step, fl.config)
+    predictor = Predictor(fl.workdir, fl.step, fl.config, fl.backend)
     summary = video.predict_video(
         predictor, fl.video, fl.out, boxes=frame_boxes, focal=fl.focal, fov=fl.fov,
         smoothing_params=params, lost_confidence=fl.lost_confidence,
@@ -566,7 +666,9 @@ def main(argv):
           f'{summary["frames"]} frames at {summary["frames_per_second"]:.1f} frames/s, '
           f'{summary["skipped"]} skipped (undecodable), {summary["lost"]} tracks lost')
     return
-  paths = fl.image
+  if fl.max_image_pixels is not None:
+    Image.MAX_IMAGE_PIXELS = fl.max_image_pixels
+  paths = image_paths(fl.image)
   boxes = [parse_box(b) for b in fl.bbox or []]
   if boxes and len(boxes) != len(paths):
     raise ValueError(f'--bbox given {len(boxes)} times for {len(paths)} --image; give one '
@@ -580,7 +682,7 @@ def main(argv):
     for i, box in enumerate(image_boxes):
       check_box(box, (image.shape[1], image.shape[0]),
                 f'--boxes={fl.boxes}, box {i} of image {path}')
-  predictor = Predictor(fl.workdir, fl.step, fl.config)
+  predictor = Predictor(fl.workdir, fl.step, fl.config, fl.backend)
   if people is None:
     predictions = predictor.predict_many(paths, boxes or None, fl.focal, fl.fov)
   else:
@@ -595,7 +697,14 @@ def main(argv):
 
 
 def define_flags():
-  flags.DEFINE_multi_string('image', None, 'Image file to predict on (repeat for several).')
+  flags.DEFINE_enum('backend', 'jax', BACKENDS, 'What runs the network on the crops: XLA, '
+                    'or ONNX Runtime on the network translated to ONNX (CPU; '
+                    'jaxpose.onnx_export).')
+  flags.DEFINE_multi_string('image', None, 'Image file to predict on, a folder of images or a '
+                            'glob pattern such as "photos/*.jpg" (repeat for several).')
+  flags.DEFINE_integer('max_image_pixels', None, 'PIL.Image.MAX_IMAGE_PIXELS: PIL refuses '
+                       'images of more than twice this many pixels (default 89,478,485), a '
+                       'guard against decompression bombs.', lower_bound=1)
   flags.DEFINE_multi_string(
       'bbox', None, 'Person box x,y,w,h in pixels of the image (the extent of its joints); '
       'none (find the person), or one per --image in the same order.')

@@ -22,9 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers
 from clu import parameter_overview
-from clu import periodic_actions
 
 from jaxpose import checkpoint
 from jaxpose import cli
@@ -33,7 +31,10 @@ from jaxpose import evaluate
 from jaxpose import fileio
 from jaxpose import losses
 from jaxpose import parallel
+from jaxpose import preemption
 from jaxpose import state as state_lib
+from jaxpose import summary
+from jaxpose.data import augment
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
@@ -92,6 +93,14 @@ def setup(config: ml_collections.ConfigDict, mesh) -> Setup:
   return Setup(model, state, shardings, step)
 
 
+def make_augment_fn(config: ml_collections.ConfigDict, mesh) -> Callable:
+  """``augment.train_batch`` of ``config`` compiled for ``mesh``: the host's batch
+  (``pipeline.TrainStream``'s, as global arrays) → the step's batch, split alike."""
+  return parallel.jit_data_parallel(
+      functools.partial(augment.train_batch, augment=config.data.augment,
+                        input_size=config.data.input_size), mesh)
+
+
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -124,33 +133,47 @@ def _stop(ckpt: checkpoint.Checkpointer, where: str):
   raise NonFiniteLossError(f'non-finite values {where}; training stopped, {kept}')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
-  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates
-  on ``config.data.eval`` periodically and at the end. Returns the final state.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       resume_step: int | None = None) -> state_lib.TrainState:
+  """Trains ``config`` in ``workdir`` and evaluates on ``config.data.eval`` periodically and
+  at the end. Returns the final state.
+
+  It resumes from the newest checkpoint that restores completely (``Checkpointer.resume``:
+  damaged ones are skipped and kept aside), or from the one of ``resume_step`` (newer ones
+  kept aside). SIGTERM or SIGINT stops it after the current step, which is saved
+  (``jaxpose.preemption``).
 
   Raises:
     config.ConfigError: before anything is written, for a config that cannot run.
-    ValueError: likewise, for a workdir where Orbax cannot keep checkpoints.
+    ValueError: likewise, for a workdir where Orbax cannot keep checkpoints; or for a
+      checkpoint past ``config.total_steps``.
     checkpoint.WorkdirLockedError: if another training run is using ``workdir``.
+    preemption.Preempted: after saving the step reached when a signal came.
   """
   config_lib.validate(config)
   fileio.check_checkpoint_directory(workdir)
   fileio.gfile.makedirs(workdir)
-  with checkpoint.workdir_lock(workdir):
-    return _train_and_evaluate(config, workdir)
+  with checkpoint.workdir_lock(workdir), preemption.Watch() as watch:
+    return _train_and_evaluate(config, workdir, resume_step, watch)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict,
-                        workdir: str) -> state_lib.TrainState:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        resume_step: int | None,
+                        watch: preemption.Watch) -> state_lib.TrainState:
   mesh = parallel.make_mesh()
   model, state, shardings, step_fn = setup(config, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   position = None
   source = None
-  if ckpt.latest_step() is not None:
-    meta = ckpt.read_meta()
-    checkpoint.check_model_config(meta['config'], config, ckpt.directory)
-    state, meta = ckpt.restore(state)
+  newest = ckpt.latest_step() if resume_step is None else resume_step
+  if newest is not None and newest > config.total_steps:
+    raise ValueError(f'config.total_steps={config.total_steps} is below step {newest} of the '
+                     f'checkpoint in {ckpt.directory}: expected total_steps >= {newest} to '
+                     'train on (or --step=N to resume from an earlier checkpoint)')
+  resumed = ckpt.resume(state, lambda meta: checkpoint.check_model_config(
+      meta['config'], config, ckpt.directory), resume_step)
+  if resumed is not None:
+    state, meta = resumed
     position = meta['data_position']
     source = meta.get('init')
     logging.info('Resumed from step %d of %s', int(state.step), ckpt.directory)
@@ -168,13 +191,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info('Backbone initialised from %s', config.init.backbone)
   start = int(state.step)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = summary.Writer(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
     parameter_overview.log_parameter_overview(state.params)
     writer.write_hparams({k: v for k, v in _flat(checkpoint.config_to_json(config)).items()
                           if isinstance(v, (int, float, str, bool))})
   predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
-  report = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+  report = summary.Progress(config.total_steps, writer)
   stream = pipeline.TrainStream(config, position)
   start_position = dict(stream.position)
   mean_pose = None if stream.mean_pose is None else stream.mean_pose.tolist()
@@ -189,17 +212,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
             'mean_training_pose': mean_pose, 'init': source}
 
   batches = parallel.prefetch(stream, mesh, PREFETCH)
+  augment_fn = make_augment_fn(config, mesh)
   window, window_start = [], start + 1
   last_log = None  # (step, time) of the last window's end; the first window compiles
+  if start == config.total_steps:
+    logging.info('Nothing to train: the checkpoint of step %d in %s is at config.total_steps',
+                 start, ckpt.directory)
   try:
     for step in range(start + 1, config.total_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local_batch, batch = next(batches)
+        _, raw = next(batches)
+        batch = augment_fn(raw)
         state, metrics = step_fn(state, batch)
       window.append(metrics)
       report(step)
+      # Asked once per step on every process: several agree on the step through JAX.
+      stop = watch.reached(step) and step < config.total_steps
       log = step % config.log_every_steps == 0 or step == config.total_steps
-      save = step % config.checkpoint_every_steps == 0 or step == config.total_steps
+      save = stop or step % config.checkpoint_every_steps == 0 or step == config.total_steps
       if log or save:
         values = _fetch(window)
         _check_finite(values, window_start, ckpt)
@@ -211,11 +241,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
                                                   / (now - last_log[1]) / jax.device_count())
           last_log = step, now
           writer.write_scalars(step, scalars)
+          writer.flush()
           window, window_start = [], step + 1
-      if config.image_every_steps and step % config.image_every_steps == 0:
+      # A stopping run spends its grace period on the checkpoint alone.
+      if not stop and config.image_every_steps and step % config.image_every_steps == 0:
+        local_batch = {k: evaluate._local_rows(batch[k])  # pylint: disable=protected-access
+                       for k in ('image', 'joints_2d', 'joints_2d_valid')}
         writer.write_images(step, {'train/predictions': evaluate.prediction_pictures(
             predict_fn, state.variables(), batch, local_batch)})
-      if step % config.eval_every_steps == 0 or step == config.total_steps:
+      if not stop and (step % config.eval_every_steps == 0 or step == config.total_steps):
         evaluate.evaluate_all(config, predict_fn, state.variables(), mesh, workdir, step,
                               writer, mean_pose)
       if save:
@@ -224,10 +258,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict,
           _stop(ckpt, f'at step {step}: the train state (optimiser state or batch '
                       'statistics) is not finite')
         ckpt.save(step, state, meta(step))
+      if stop:
+        ckpt.wait()
+        raise preemption.Preempted(
+            f'stopped at step {step} by SIGTERM or SIGINT, the checkpoint of step {step} saved '
+            f'in {ckpt.directory}: run the same command again to resume from it')
   finally:
     ckpt.wait()
     ckpt.close()
-    writer.flush()
+    writer.close()
   return state
 
 
@@ -243,7 +282,7 @@ def _flat(tree: dict, prefix: str = '') -> dict:
 
 def main(argv):
   del argv
-  train_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir)
+  train_and_evaluate(cli.FLAGS.config, cli.FLAGS.workdir, cli.FLAGS.step)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
+import signal
 import subprocess
 
 
@@ -41,4 +43,26 @@ def train_command(python: str, args, extra, *process_flags: str) -> list[str]:
 def run(command: list[str], dry_run: bool) -> int:
   """Runs ``command`` (or prints it, with ``dry_run``); returns its exit status."""
   print(shlex.join(command), flush=True)
-  return 0 if dry_run else subprocess.run(command, check=False).returncode
+  if dry_run:
+    return 0
+  process = subprocess.Popen(command)
+  with forwarding_signals([process]):
+    return process.wait()
+
+
+@contextlib.contextmanager
+def forwarding_signals(processes: list):
+  """Passes SIGTERM and SIGINT on to ``processes`` while the body runs (a scheduler
+  signals this launcher, not its children): jaxpose.train then saves the step it reached
+  and exits with status 75 (jaxpose/preemption.py)."""
+  def forward(signum, frame):
+    del frame
+    for process in processes:
+      if process.poll() is None:
+        process.send_signal(signum)
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)

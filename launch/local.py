@@ -39,13 +39,14 @@ def main(argv=None) -> int:
   if args.dry_run:
     return 0
   processes = [subprocess.Popen(command) for command in commands]
-  while any(process.poll() is None for process in processes):
-    if any(process.poll() for process in processes):
-      # One failed: the others would wait for it until jax.distributed's timeout.
-      for process in processes:
-        if process.poll() is None:
-          process.terminate()
-    time.sleep(1)
+  with common.forwarding_signals(processes):
+    while any(process.poll() is None for process in processes):
+      if any(process.poll() for process in processes):
+        # One failed: the others would wait for it until jax.distributed's timeout.
+        for process in processes:
+          if process.poll() is None:
+            process.terminate()
+      time.sleep(1)
   return next((process.returncode for process in processes if process.returncode), 0)
 
 

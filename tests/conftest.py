@@ -15,11 +15,24 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'jaxpose_test_compilation_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
+
+def multiprocess_env(devices_per_process: int) -> dict:
+  """The environment of the processes of a multi-process test: CPU only, with their own
+  device count and without the compilation cache. With the cache, two processes on jax
+  0.12.1 deadlocked in their first steps' collectives (one loads a program the other
+  compiles); 0.10.2 did not."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS')}
+  env.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_per_process}',
+             JAX_PLATFORMS='cpu')
+  return env
+
 import pytest  # pylint: disable=g-import-not-at-top
 
 from jaxpose import cli  # pylint: disable=g-import-not-at-top
+from jaxpose import runtime  # pylint: disable=g-import-not-at-top
 
-cli.configure_cpu()
+runtime.configure_cpu()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Datasets the tests build (the synthetic smoke splits), once per test process.

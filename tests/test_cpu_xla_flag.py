@@ -1,5 +1,5 @@
-"""cli.configure_cpu only makes XLA:CPU faster: with CPU_XLA_FLAG the train step's loss and
-gradients equal those of the plain XLA:CPU path, and freed memory is handed out again."""
+"""runtime.configure_cpu only makes XLA:CPU faster: with CPU_XLA_FLAG the train step's loss
+and gradients equal those of the plain XLA:CPU path, and freed memory is handed out again."""
 
 import os
 import pathlib
@@ -13,8 +13,8 @@ import pytest
 
 from conftest import load_config
 from jaxpose import benchmark
-from jaxpose import cli
 from jaxpose import parallel
+from jaxpose import runtime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # One process per XLA_FLAGS (XLA reads them once): the smoke network's loss and gradients
@@ -54,16 +54,16 @@ def _gradients(xla_flags: str, path) -> dict:
 
 
 # XLA's own settings of CPU_XLA_FLAG's flags, spelled out: the script imports conftest, whose
-# cli.configure_cpu() adds CPU_XLA_FLAG to any flag it does not find set.
+# runtime.configure_cpu() adds CPU_XLA_FLAG to any flag it does not find set.
 PLAIN_XLA = ('--xla_cpu_experimental_ynn_fusion_type=+individual_convolution '
              '--xla_cpu_enable_concurrency_optimized_scheduler=false')
 
 
 def test_cpu_xla_flag_keeps_the_gradients(tmp_path):
   assert [f.split('=')[0] for f in PLAIN_XLA.split()] == [
-      f.split('=')[0] for f in cli.CPU_XLA_FLAG.split()]
+      f.split('=')[0] for f in runtime.CPU_XLA_FLAG.split()]
   plain = _gradients(PLAIN_XLA, tmp_path / 'plain.npz')
-  fast = _gradients(cli.CPU_XLA_FLAG, tmp_path / 'fast.npz')
+  fast = _gradients(runtime.CPU_XLA_FLAG, tmp_path / 'fast.npz')
   assert plain.keys() == fast.keys() and len(plain) > 50
   np.testing.assert_allclose(fast.pop('loss'), plain.pop('loss'), rtol=1e-5)
   for name, value in plain.items():
@@ -72,13 +72,14 @@ def test_cpu_xla_flag_keeps_the_gradients(tmp_path):
     np.testing.assert_allclose(fast[name] / scale, value / scale, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize('flag', [*cli.CPU_XLA_FLAG.split(), '--xla_cpu_no_such_flag=true'])
+@pytest.mark.parametrize('flag',
+                         [*runtime.CPU_XLA_FLAG.split(), '--xla_cpu_no_such_flag=true'])
 def test_xla_knows_the_flags_that_xla_accepts(flag):
-  """cli.xla_knows against XLA's own verdict: it aborts the process on a flag it lacks."""
+  """runtime.xla_knows against XLA's own verdict: it aborts the process on a flag it lacks."""
   env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS='cpu')
   run = subprocess.run([sys.executable, '-c', 'import jax; jax.devices()'], env=env,
                        capture_output=True, text=True)
-  assert (run.returncode == 0) == cli.xla_knows(flag.split('=')[0]), run.stderr[-2000:]
+  assert (run.returncode == 0) == runtime.xla_knows(flag.split('=')[0]), run.stderr[-2000:]
 
 
 # A block as big as a train step's temporaries, allocated twice: the second time from the
@@ -86,8 +87,8 @@ def test_xla_knows_the_flags_that_xla_accepts(flag):
 # arena maps any block bigger than its heap unless every thread shares the main arena.
 REALLOCATE = '''
 import resource, sys, threading, numpy as np
-from jaxpose import cli
-cli.configure_cpu(int(sys.argv[1]))
+from jaxpose import runtime
+runtime.configure_cpu(int(sys.argv[1]))
 def reallocate():
   for _ in range(2):
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
@@ -104,8 +105,8 @@ thread.join()
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='the allocator set-up is glibc\'s')
 @pytest.mark.parametrize('one_arena', [False, True])
 def test_configure_cpu_keeps_freed_memory_for_the_next_step(one_arena):
-  train_bytes = 2 * cli.THREAD_HEAP_BYTES if one_arena else 0
-  assert ((-8, 1) in cli.malloc_settings(train_bytes)) == one_arena  # M_ARENA_MAX=1
+  train_bytes = 2 * runtime.THREAD_HEAP_BYTES if one_arena else 0
+  assert ((-8, 1) in runtime.malloc_settings(train_bytes)) == one_arena  # M_ARENA_MAX=1
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
   out = subprocess.run([sys.executable, '-c', REALLOCATE, str(train_bytes)], cwd=REPO, env=env,
                        check=True, capture_output=True, text=True).stdout
@@ -125,14 +126,14 @@ def test_one_arena_only_where_the_train_step_outgrows_a_thread_heap():
   quickstart = load_config('synthetic', None)
   paper = load_config('synthetic', 'paper_model')
   paper.batch_size = 8
-  assert (cli.train_activation_bytes(quickstart) < cli.THREAD_HEAP_BYTES <
-          cli.train_activation_bytes(paper))
+  assert (runtime.train_activation_bytes(quickstart) < runtime.THREAD_HEAP_BYTES <
+          runtime.train_activation_bytes(paper))
 
 
 def test_activation_bytes_follow_the_compiled_train_steps_temporaries():
   config = load_config('synthetic')
   step = benchmark.build_train(config, parallel.make_mesh(jax.local_devices()[:1]))
   temporaries = step['compiled'].memory_analysis().temp_size_in_bytes
-  estimate = cli.train_activation_bytes(config)
+  estimate = runtime.train_activation_bytes(config)
   # Measured 1.34 (quickstart), 1.40 (smoke), 1.48 (paper network at batch 8).
   assert 1.2 < temporaries / estimate < 1.7

@@ -36,6 +36,21 @@ assert not any(m.split('.')[0] in ('jaxpose', 'flax') for m in sys.modules)
 np.savez(sys.argv[3], **out)
 '''
 
+# Runs in a fresh interpreter: ONNX Runtime and numpy only, at batches 1 and 5.
+_ONNXRUNTIME_ONLY = r'''
+import sys
+import numpy as np
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])
+crops = np.load(sys.argv[2])['crops']
+names = [o.name for o in session.get_outputs()]
+out = {}
+for n in (1, 5):
+  out.update({f'{n}/{k}': v for k, v in zip(names, session.run(None, {'crops': crops[:n]}))})
+assert not any(m.split('.')[0] in ('jaxpose', 'jax', 'flax', 'tensorflow') for m in sys.modules)
+np.savez(sys.argv[3], **out)
+'''
+
 # What both signatures and Predictor.predict share, by the export's names.
 _IMAGE_KEYS = {'pose_3d': 'pose_3d', 'pose_2d': 'pose_2d', 'confidence': 'confidence',
                'root': 'root', 'crop_box': 'crop_box', 'crop_matrix': 'crop_matrix',
@@ -90,7 +105,7 @@ def test_exports_equal_the_predictor(real_fixtures, tmp_path):
   assert all(d < 1e-3 for d in differences.values()), differences
 
   # The crop signature and the jax.export artefact against the network itself.
-  network = jax.device_get(export.crop_outputs(predictor)(predictor.variables, crops))
+  network = jax.device_get(predict.crop_network(predictor.model)(predictor.variables, crops))
   exported = jax.export.deserialize((tmp_path / 'export' / export.JAX_EXPORT).read_bytes())
   from_jax = jax.device_get(exported.call(crops))
   for name, value in network.items():
@@ -98,3 +113,20 @@ def test_exports_equal_the_predictor(real_fixtures, tmp_path):
     jax_difference = np.abs(from_jax[name] - value).max()
     print(f'crops/{name}: SavedModel {tf_difference:.2g}, jax.export {jax_difference:.2g}')
     assert tf_difference < 1e-3 and jax_difference < 1e-3
+
+  # The ONNX model in ONNX Runtime alone, against the SavedModel's crops signature and the
+  # network, on the same uint8 crops.
+  assert len(crops) >= 5
+  run = subprocess.run([sys.executable, '-c', _ONNXRUNTIME_ONLY, str(tmp_path / 'export' /
+                        export.ONNX), str(tmp_path / 'inputs.npz'), str(tmp_path / 'ort.npz')],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
+  onnx_out = np.load(tmp_path / 'ort.npz')
+  for n in (1, 5):
+    for name, value in network.items():
+      assert onnx_out[f'{n}/{name}'].shape == value[:n].shape
+      difference = np.abs(onnx_out[f'{n}/{name}'] - value[:n]).max()
+      saved = np.abs(onnx_out[f'{n}/{name}'] - got[f'crops/{name}'][:n]).max()
+      print(f'batch {n} crops/{name}: ONNX Runtime vs network {difference:.2g}, vs '
+            f'SavedModel {saved:.2g}')
+      assert saved < (0.5 if name == 'pose_3d' else 1e-2) and difference < 1e-2

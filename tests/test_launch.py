@@ -1,8 +1,10 @@
 """The launch scripts, through --dry-run: the exact commands they would run."""
 
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -36,7 +38,8 @@ def test_slurm_starts_one_process_per_gpu_with_srun():
                        '--time=1:00:00', '--python=/opt/venv/bin/python', *COMMON, *EXTRA)
   wrapped = command.pop()
   assert command == ['sbatch', '--job-name=jaxpose', '--nodes=2', '--ntasks-per-node=4',
-                     '--gpus-per-node=4', '--partition=gpu', '--time=1:00:00']
+                     '--gpus-per-node=4', '--partition=gpu', '--time=1:00:00',
+                     '--signal=TERM@120']
   assert wrapped.startswith('--wrap=')
   assert shlex.split(wrapped[len('--wrap='):]) == [
       'srun', '/opt/venv/bin/python', *TRAIN, '--distributed', *EXTRA]
@@ -66,3 +69,23 @@ def test_bad_arguments_are_named(args, message):
                           capture_output=True, text=True)
   assert result.returncode == 2
   assert message in result.stderr
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_local_passes_sigterm_on_to_the_training_processes(tmp_path, processes):
+  """A scheduler signals the launcher: each training process must get the notice (here a
+  stand-in for python that exits as jaxpose.train does after saving)."""
+  fake = tmp_path / 'python'
+  fake.write_text('#!/bin/sh\necho started >> "$0.log"\ntrap "exit 75" TERM\n'
+                  'while :; do sleep 0.05; done\n')
+  fake.chmod(0o755)
+  launcher = subprocess.Popen([sys.executable, str(REPO / 'launch' / 'local.py'),
+                               f'--python={fake}', f'--num_processes={processes}',
+                               '--config=c.py', '--workdir=w'], stdout=subprocess.DEVNULL)
+  deadline = time.monotonic() + 60
+  log = tmp_path / 'python.log'
+  while not log.exists() or log.read_text().count('started') < processes:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  launcher.send_signal(signal.SIGTERM)
+  assert launcher.wait(timeout=30) == 75

@@ -5,7 +5,6 @@ pose statistics as one process computes.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from jaxpose import parallel
 from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.data import tfds_io
-from conftest import REPO, load_config
+from conftest import REPO, load_config, multiprocess_env
 
 import multiprocess_worker as worker
 
@@ -74,8 +73,7 @@ def runs(tmp_path_factory):
   np.savez(workdir / 'batches.npz', **batches)
 
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu')
+  env = multiprocess_env(2)
   command = [sys.executable, str(pathlib.Path(worker.__file__)),
              '--config=configs/synthetic.py:smoke',
              f'--config.data.data_dir={config.data.data_dir}',
@@ -118,10 +116,16 @@ def test_two_processes_train_and_checkpoint_like_one(runs):
   assert int(restored.step) == worker.STEPS
   # Restored into this process's 4-device mesh.
   assert restored.params['latent']['kernel'].sharding == state.params['latent']['kernel'].sharding
-  diff = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
-                      jax.device_get(restored), jax.device_get(state))
+  # The processes sum over the devices of both (gloo) in another order than this process
+  # over its own: float32 reordering, as in test_train's sharded-step test, which moves
+  # these states by up to about 5e-5 of their scale (jax 0.12.1 here: 4.8e-5 in Adadelta's
+  # accumulated squared gradients of conv1, whose entries reach 1.95; 0.10.2: below 1e-5).
+  diff = jax.tree.map(
+      lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()
+                         / max(float(np.abs(np.asarray(b)).max()), 1.0)),
+      jax.device_get(restored), jax.device_get(state))
   worst = max(jax.tree_util.tree_leaves_with_path(diff), key=lambda kv: kv[1])
-  assert worst[1] < 1e-5, jax.tree_util.keystr(worst[0])
+  assert worst[1] < 1e-4, jax.tree_util.keystr(worst[0])
 
 
 def test_evaluation_counts_every_example_once(runs):
@@ -144,8 +148,7 @@ def test_two_processes_build_the_dataset_once_and_train(tmp_path):
   """The data dir is given only by TFDS_DATA_DIR and empty: process 0 builds while process 1
   waits; the pose statistics (in the checkpoint: the mean pose) come from the whole split."""
   data_dir, workdir = tmp_path / 'tfds', tmp_path / 'work'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu', TFDS_DATA_DIR=str(data_dir))
+  env = dict(multiprocess_env(2), TFDS_DATA_DIR=str(data_dir))
   command = [sys.executable, '-m', 'jaxpose.train', '--config=configs/synthetic.py:smoke',
              '--config.total_steps=2', '--config.image_every_steps=0', f'--workdir={workdir}',
              f'--coordinator_address=127.0.0.1:{_free_port()}', f'--num_processes={PROCESSES}']

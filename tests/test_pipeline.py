@@ -1,23 +1,24 @@
-"""The input pipeline: labels move with the pixels, sources mix in the configured
+"""The input pipeline: labels move with the pixels, the device augmentation equals the
+TensorFlow one it replaced on the same inputs and draws, sources mix in the configured
 proportion, and the stream is deterministic and resumable."""
 
-import itertools
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
+import jax
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxpose import config as config_lib
 from jaxpose import geometry
+from jaxpose import parallel
 from jaxpose import skeleton
+from jaxpose.data import augment
 from jaxpose.data import pipeline
+from jaxpose.data import sources
 from jaxpose.data import tfds_io
 from conftest import DATA_DIR, REPO, load_config
 
@@ -31,42 +32,47 @@ def _example(seed=0, size=192):
   focal, principal = np.array([480.0, 480.0]), np.array([90.0, 104.0])
   joints_2d = geometry.project(joints_3d, focal, principal)
   return dict(
-      image=np.zeros((size, size, 3), np.uint8), joints_2d=joints_2d.astype(np.float32),
+      image=np.zeros((size, size, 3), np.uint8), size=np.float32(size),
+      joints_2d=joints_2d.astype(np.float32),
       joints_2d_valid=np.ones(J, bool), joints_3d=joints_3d.astype(np.float32),
       has_3d=np.bool_(True), has_intrinsics=np.bool_(True),
-      intrinsics=dict(focal=focal.astype(np.float32), principal=principal.astype(np.float32)),
-  )
+      focal=focal.astype(np.float32), principal=principal.astype(np.float32))
 
 
 def _augment():
   return config_lib.base_config().data.augment
 
 
+def _draws(seed, augment_config):
+  return jax.device_get(jax.jit(lambda k: augment.draw(k, augment_config))(
+      np.array([seed, 7], np.uint32)))
+
+
+def _train_example(example, seed, input_size, augment_config):
+  """``augment.train_example`` with the draws of key (seed, 7), on numpy."""
+  draws = _draws(seed, augment_config)
+  fn = jax.jit(lambda e, d: augment.train_example(e, d, augment_config, input_size))
+  return jax.device_get(fn(example, draws))
+
+
 @pytest.mark.parametrize('seed', range(6))
 def test_augmented_3d_still_projects_onto_augmented_2d(seed):
-  augment = _augment()
-  augment.scale, augment.rotation_deg, augment.color = 0.3, 45.0, 0.0
-  example = tf.nest.map_structure(tf.constant, _example(seed))
-  out = pipeline.train_example(example, tf.constant([7, seed], tf.int64), 64, augment,
-                               np.zeros((0, skeleton.NUM_BONES), np.float32))
-  out = {k: v.numpy() for k, v in out.items()}
+  config = _augment()
+  config.scale, config.rotation_deg, config.color = 0.3, 45.0, 0.0
+  example = _example(seed)
+  out = _train_example(example, seed, 64, config)
   projected = geometry.project(out['joints_3d'], out['focal'], out['principal'])
   assert np.abs(projected - out['joints_2d']).max() < 1.0
   # The augmentation did something: the 2D is not a plain resize of the input.
-  plain = example['joints_2d'].numpy() * 64 / (192 / 1.5) - (96 - 192 / 3) * 64 / 128
+  plain = example['joints_2d'] * 64 / (192 / 1.5) - (96 - 192 / 3) * 64 / 128
   assert np.abs(out['joints_2d'] - plain).max() > 1.0
 
 
 def test_flip_swaps_left_and_right():
-  augment = _augment()
-  augment.scale, augment.rotation_deg, augment.translation, augment.color = 0.0, 0.0, 0.0, 0.0
+  config = _augment()
+  config.scale, config.rotation_deg, config.translation, config.color = 0.0, 0.0, 0.0, 0.0
   example = _example(1)
-  results = []
-  for seed in range(12):
-    out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
-                                 tf.constant([3, seed], tf.int64), 128, augment,
-                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
-    results.append({k: v.numpy() for k, v in out.items()})
+  results = [_train_example(example, seed, 128, config) for seed in range(12)]
   # Without rotation the pelvis's x keeps its sign unless the crop is flipped.
   x = example['joints_3d'][0, 0]
   straight = [r for r in results if abs(r['joints_3d'][0, 0] - x) < 1e-3]
@@ -81,24 +87,22 @@ def test_flip_swaps_left_and_right():
 
 def test_pixels_move_with_the_labels():
   """A bright dot drawn at a joint lands where the transformed joint lands."""
-  augment = _augment()
-  augment.color = 0.0
+  config = _augment()
+  config.color = 0.0
   example = _example(2)
   u, v = example['joints_2d'][0]
   example['joints_2d'][0] = [np.floor(u) + 0.5, np.floor(v) + 0.5]  # a pixel centre
   example['image'][int(v) - 1:int(v) + 2, int(u) - 1:int(u) + 2] = 255
-  out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
-                               tf.constant([5, 1], tf.int64), 128, augment,
-                               np.zeros((0, skeleton.NUM_BONES), np.float32))
-  image = out['image'].numpy().sum(-1)
+  out = _train_example(example, 1, 128, config)
+  image = out['image'].sum(-1)
   peak = np.unravel_index(np.argmax(image), image.shape)
-  j = out['joints_2d'].numpy()[skeleton.ROOT]  # the pelvis is never swapped by a flip
+  j = out['joints_2d'][skeleton.ROOT]  # the pelvis is never swapped by a flip
   assert abs(peak[1] + 0.5 - j[0]) <= 1.0 and abs(peak[0] + 0.5 - j[1]) <= 1.0
 
 
 def _masked_example(seed=0, size=192):
   """``_example`` with a textured person (a disc around the pelvis, every pixel distinct)
-  on a black studio, a chair box below it, and the masks of both."""
+  on a black studio, a chair box below it, and the masks of both (person, chair)."""
   example = _example(seed, size)
   y, x = np.mgrid[:size, :size]
   u, v = example['joints_2d'][skeleton.ROOT]
@@ -107,15 +111,26 @@ def _masked_example(seed=0, size=192):
   rng = np.random.default_rng(seed)
   example['image'] = np.where(person[..., None], rng.integers(1, 256, (size, size, 3)),
                               0).astype(np.uint8)
-  mask = np.zeros((size, size, 3), np.uint8)
+  mask = np.zeros((size, size, 2), np.uint8)
   mask[..., 0], mask[..., 1] = person * 255, chair * 255
-  return dict(example, mask=mask, has_mask=np.bool_(True)), person, chair
+  return dict(example, mask=mask, background=np.bool_(True)), person, chair
+
+
+def _composite(example, seed, picture=None):
+  config = _augment()
+  config.background = 1.0
+  draws = _draws(seed, config)
+  if picture is None:
+    fn = lambda e, d: augment.composite(e['image'].astype(np.float32), e['mask'], e['size'], d)
+    return np.asarray(jax.jit(fn)(example, draws))
+  fn = lambda e, d, p: augment.composite(e['image'].astype(np.float32), e['mask'], e['size'],
+                                         d, p, np.float32(p.shape[0]), True)
+  return np.asarray(jax.jit(fn)(example, draws, picture))
 
 
 def test_background_keeps_the_person_and_replaces_the_rest():
   example, person, chair = _masked_example()
-  out = pipeline.composite_background(example['image'], example['mask'],
-                                      tf.constant([4, 2], tf.int64)).numpy()
+  out = _composite(example, 2)
   np.testing.assert_array_equal(out[person], example['image'][person])
   studio = ~person & ~chair
   # The black studio and the chair are covered by textures (not flat: textured).
@@ -124,17 +139,12 @@ def test_background_keeps_the_person_and_replaces_the_rest():
   assert out.min() >= 0 and out.max() <= 255
 
 
-def test_background_images_come_from_the_given_function():
+def test_background_pictures_fill_the_studio():
   example, person, _ = _masked_example()
-  picture = lambda seed: tf.fill([50, 70, 3], tf.constant(77, tf.uint8))
   studio = ~person & (example['mask'][..., 1] == 0)
-  pictures = 0
-  for seed in range(8):
-    out = pipeline.composite_background(example['image'], example['mask'],
-                                        tf.constant([seed, 9], tf.int64), picture).numpy()
-    np.testing.assert_array_equal(out[person], example['image'][person])
-    pictures += np.allclose(out[studio], 77)
-  assert 0 < pictures < 8, 'a fair coin picks the image or a texture'
+  out = _composite(example, 9, np.full((50, 50, 3), 77, np.uint8))
+  np.testing.assert_array_equal(out[person], example['image'][person])
+  np.testing.assert_allclose(out[studio], 77, atol=1e-3)
 
 
 @pytest.mark.parametrize('seed', range(3))
@@ -142,73 +152,163 @@ def test_background_is_composited_before_the_pixels_move(seed):
   """Through the whole training transform: where the unaugmented output shows only the
   person, the background-augmented one shows the same pixels; the studio is replaced;
   the labels are the same."""
-  augment = _augment()
-  augment.color = 0.0
+  config = _augment()
+  config.color = 0.0
   example, _, _ = _masked_example(seed)
-  plain = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
-                                 tf.constant([6, seed], tf.int64), 96, augment,
-                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
-  augment.background = 1.0
-  changed = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
-                                   tf.constant([6, seed], tf.int64), 96, augment,
-                                   np.zeros((0, skeleton.NUM_BONES), np.float32))
-  plain, changed = ({k: v.numpy() for k, v in d.items()} for d in (plain, changed))
+  plain = _train_example(example, seed, 96, config)
+  config.background = 1.0
+  changed = _train_example(example, seed, 96, config)
   for key in plain:
     if key != 'image':
       np.testing.assert_array_equal(plain[key], changed[key], err_msg=key)
-  # Well inside the person: the 3×3 neighbourhood of the pixel is all person.
-  inside = np.ones((96, 96), bool)
-  person = (plain['image'] > 0).all(-1)
-  for dy in (-1, 0, 1):
-    for dx in (-1, 0, 1):
-      inside &= np.roll(person, (dy, dx), (0, 1))
+  # Inside the person: where the person's mask, warped alike, is whole.
+  config.background = 0.0
+  silhouette = dict(example, image=np.repeat(example['mask'][..., :1], 3, -1))
+  inside = (_train_example(silhouette, seed, 96, config)['image'] > 255 - 1e-3).all(-1)
   assert inside.sum() > 100
   np.testing.assert_allclose(changed['image'][inside], plain['image'][inside], atol=1e-3)
   studio = (plain['image'] == 0).all(-1)
   assert (np.abs(changed['image'][studio] - plain['image'][studio]).sum(-1) > 1).mean() > 0.9
 
 
-def test_background_leaves_examples_without_masks_alone():
-  augment = _augment()
+def test_background_leaves_unmarked_examples_alone():
+  config = _augment()
   example, _, _ = _masked_example()
-  example['has_mask'] = np.bool_(False)
+  example['background'] = np.bool_(False)
   outs = []
   for probability in (0.0, 1.0):
-    augment.background = probability
-    out = pipeline.train_example(tf.nest.map_structure(tf.constant, example),
-                                 tf.constant([1, 1], tf.int64), 64, augment,
-                                 np.zeros((0, skeleton.NUM_BONES), np.float32))
-    outs.append(out['image'].numpy())
+    config.background = probability
+    outs.append(_train_example(example, 1, 64, config)['image'])
   np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def _random_masked_example(seed, size):
+  """A noisy crop (every pixel random: any misplaced sample shows), a person and a chair."""
+  example, _, _ = _masked_example(seed, size)
+  rng = np.random.default_rng(seed + 100)
+  example['image'] = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+  example['has_intrinsics'] = np.bool_(seed % 3 != 2)
+  return example
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_device_augmentation_equals_the_tensorflow_one(seed):
+  """The JAX augmentation against the TensorFlow code it replaced (tests/tf_augment.py),
+  on the same stored crop and the same draws: rotation, scale, shift, flip, colour, the
+  background (a texture or, for odd seeds, a picture of another size) and a crop padded
+  to a larger canvas. Labels to 1e-4 px/mm, pixels to the interpolation's rounding."""
+  tf_augment = pytest.importorskip('tf_augment')
+  config = _augment()
+  config.background = 1.0
+  size, canvas, input_size = 160, 192, 96
+  example = _random_masked_example(seed, size)
+  draws = _draws(seed, config)
+  picture = np.random.default_rng(seed).integers(0, 256, (150, 150, 3)).astype(np.uint8)
+  use_picture = seed % 2 == 1
+  padded = dict(example, size=np.float32(size), use_picture=np.bool_(use_picture),
+                picture=np.pad(picture, ((0, 50), (0, 50), (0, 0))),
+                picture_size=np.float32(150))
+  for key in ('image', 'mask'):
+    padded[key] = np.pad(example[key], ((0, canvas - size), (0, canvas - size), (0, 0)))
+  fn = jax.jit(lambda e, d: augment.train_example(e, d, config, input_size))
+  ours = jax.device_get(fn(padded, draws))
+  reference = dict(example, mask=np.pad(example['mask'], ((0, 0), (0, 0), (0, 1))))
+  theirs = tf_augment.train_example(reference, draws, input_size, config, background=True,
+                                    picture=picture if use_picture else None)
+  for key in theirs:
+    if key != 'image':
+      np.testing.assert_allclose(ours[key], theirs[key], atol=1e-4, err_msg=key)
+  np.testing.assert_allclose(ours['image'], theirs['image'], atol=0.05)
+  assert np.abs(ours['image'] - theirs['image']).mean() < 1e-3
+
+
+def test_evaluation_crop_equals_the_tensorflow_one():
+  tf_augment = pytest.importorskip('tf_augment')
+  example = _random_masked_example(4, 192)
+  ours = jax.device_get(jax.jit(lambda e: augment.eval_example(e, 96))(example))
+  theirs = {k: np.asarray(v) for k, v in tf_augment.eval_example(example, 96).items()}
+  for key in theirs:
+    np.testing.assert_allclose(ours[key], theirs[key], atol=1e-4 if key != 'image' else 0.05,
+                               err_msg=key)
 
 
 def test_batch_shares_follow_the_fractions():
   config = load_config('synthetic')
-  assert pipeline.batch_shares(config.data.train, 8) == {'studio': 4, 'wild': 4}
+  assert sources.batch_shares(config.data.train, 8) == {'studio': 4, 'wild': 4}
   config.data.train.studio.fraction = 0.3
   config.data.train.wild.fraction = 0.7
-  assert pipeline.batch_shares(config.data.train, 10) == {'studio': 3, 'wild': 7}
-  assert sum(pipeline.batch_shares(config.data.train, 7).values()) == 7
+  assert sources.batch_shares(config.data.train, 10) == {'studio': 3, 'wild': 7}
+  assert sum(sources.batch_shares(config.data.train, 7).values()) == 7
 
 
 def test_mixed_batches_are_deterministic_and_resumable():
   config = load_config('synthetic')
   config.data.train.studio.fraction = 0.25
   config.data.train.wild.fraction = 0.75
+  mesh = parallel.make_mesh()
+  cut = parallel.jit_data_parallel(lambda raw: augment.train_batch(
+      raw, config.data.augment, config.data.input_size), mesh)
+  augmented = lambda raw: jax.device_get(cut(parallel.to_global(raw, mesh)))
   stream = pipeline.TrainStream(config)
-  batches = [next(stream) for _ in range(3)]
+  batches = [augmented(next(stream)) for _ in range(3)]
   for batch in batches:
     # Each batch: 2 studio (3D) and 6 wild (2D-only) examples.
     assert batch['has_3d'].tolist() == [True] * 2 + [False] * 6
     assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
   assert stream.position == {'studio': 6, 'wild': 18}
   resumed = pipeline.TrainStream(config, {'studio': 4, 'wild': 12})
-  again = next(resumed)
+  again = augmented(next(resumed))
   for key in batches[2]:
     np.testing.assert_array_equal(again[key], batches[2][key])
+  # Every example its own draws: no two crops of a batch alike.
+  assert len({b.tobytes() for b in batches[0]['image']}) == 8
   # 2D-only examples get a training subject's bone lengths for the bone loss.
   assert batches[0]['has_ref_bones'].all()
   assert (batches[0]['ref_bone_lengths'] > 30).all()
+
+
+def test_background_batches_carry_masks_and_pictures(monkeypatch):
+  """With background compositing on, the host ships each example's masks, whether to
+  composite and, for half of them, a picture of a background source; the device composites
+  them; a resumed stream gives the same batches. (The synthetic humans have no masks: here
+  the studio examples get a person-shaped one.)"""
+  config = load_config('synthetic')
+  config.data.augment.background = 1.0
+  config.data.augment.background_sources = ('wild',)
+  decode = pipeline._Decoder.__call__
+
+  def with_masks(self, record):
+    example = decode(self, record)
+    if self.masks and example['has_3d']:
+      size = example['image'].shape[0]
+      example['mask'] = np.zeros((size, size, 2), np.uint8)
+      example['mask'][size // 4:3 * size // 4, size // 3:2 * size // 3, 0] = 255
+      example['has_mask'] = True
+    return example
+
+  monkeypatch.setattr(pipeline._Decoder, '__call__', with_masks)
+  stream = pipeline.TrainStream(config)
+  batches = [next(stream) for _ in range(4)]
+  batch = batches[-1]
+  studio = batch['has_3d']
+  assert batch['background'].tolist() == studio.tolist()
+  assert batch['mask'][studio].max() == 255 and batch['mask'][~studio].max() == 0
+  uses = np.concatenate([b['use_picture'] for b in batches])
+  assert 0 < uses.sum() < np.concatenate([b['background'] for b in batches]).sum()
+  wild = {decode(stream._pictures[0][1], r)['image'].tobytes()
+          for r in stream.sources['wild'].records}
+  for b in batches:
+    for picture, used in zip(b['picture'], b['use_picture']):
+      assert not used or picture.tobytes() in wild
+  resumed = pipeline.TrainStream(config, {'studio': 12, 'wild': 12})
+  again = next(resumed)
+  for key in batch:
+    np.testing.assert_array_equal(again[key], batch[key], err_msg=key)
+  mesh = parallel.make_mesh()
+  cut = parallel.jit_data_parallel(lambda raw: augment.train_batch(
+      raw, config.data.augment, config.data.input_size), mesh)
+  out = jax.device_get(cut(parallel.to_global(batch, mesh)))
+  assert out['image'].shape == (8, 64, 64, 3)
 
 
 def test_background_sources_must_be_training_sources():
@@ -262,7 +362,7 @@ def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   message = (rf"{shard}: unreadable shard of synthetic_humans/smoke/1.1.0, split "
              rf"'studio_train' .*delete that folder and build it again")
   with pytest.raises(ValueError, match=rf"data source 'studio': {message}"):
-    pipeline.open_source('studio', config.data.train.studio, config.data)
+    sources.open_source('studio', config.data.train.studio, config.data)
   # What `python -m jaxpose.data.build` runs: an existing build is checked, not trusted.
   with pytest.raises(ValueError, match=message):
     tfds_io.ensure_built(builder)
@@ -275,69 +375,32 @@ def _permuted_records(size, seed, start, stop):
           for i in range(start, stop)]
 
 
-def test_epoch_permutations_under_threads_are_each_calls_own_epoch():
-  """Threads reading consecutive positions at once, as tf.data's parallel map does, each
-  get the record of their own position's epoch, with another thread allowed to run between
-  any two lines of the lookup (as a garbage collection, or Python without a GIL, allows)."""
-  size, seed, epochs, workers = 7, (3, 1, 0), 12, 8
-  expected = _permuted_records(size, seed, 0, size * epochs)
-  record_of = pipeline._EpochPermutations(size, seed)
-  results = [[] for _ in range(workers)]
-
-  def walk(t):
-    for i in range(t, size * epochs, workers):
-      results[t].append((i, record_of(i)))
-
-  def yield_each_line(frame, event, arg):
-    del arg
-    if frame.f_code.co_filename != pipeline.__file__:
-      return None
-    if event == 'line':
-      time.sleep(0)  # releases the GIL: another thread may run here
-    return yield_each_line
-
-  threading.settrace(yield_each_line)
-  try:
-    threads = [threading.Thread(target=walk, args=(t,)) for t in range(workers)]
-    for thread in threads:
-      thread.start()
-    for thread in threads:
-      thread.join()
-  finally:
-    threading.settrace(None)
-  assert sorted(i for result in results for i, _ in result) == list(range(size * epochs))
-  wrong = [(i, r, expected[i]) for result in results for i, r in result if r != expected[i]]
-  assert not wrong, f'{len(wrong)} calls got another epoch\'s record, e.g. {wrong[:3]}'
-
-
-def test_epochs_alternating_reuse_their_permutations():
-  record_of = pipeline._EpochPermutations(5, (2,))
-  first = record_of.permutation(0)
-  for index in (4, 5, 3, 6, 2):  # around the end of epoch 0, as parallel reads come
-    record_of(index)
-  assert record_of.permutation(0) is first
-  np.testing.assert_array_equal(record_of.permutation(1), _permuted_records(5, (2,), 5, 10))
+def test_epoch_permutations_of_positions_across_epochs():
+  record_of = sources.EpochPermutations(7, (3, 1, 0))
+  positions = np.arange(5, 5 + 7 * 3)  # four epochs, the first and last in part
+  np.testing.assert_array_equal(record_of(positions), _permuted_records(7, (3, 1, 0), 5, 26))
+  first = record_of.permutation(3)
+  record_of(np.array([25, 26]))
+  assert record_of.permutation(3) is first
 
 
 @pytest.mark.parametrize('start', [0, 13])
-def test_parallel_reads_over_epochs_read_the_permuted_records(start):
-  """Several epochs of a 5-example source, read by tf.data's parallel map: position i
-  holds record ``perm_e[i mod 5]`` of its own epoch e, from the stream's start as from a
-  start inside an epoch."""
+def test_stream_reads_the_permuted_records(start):
+  """Several epochs of a 5-example source: position i holds record ``perm_e[i mod 5]`` of
+  its own epoch e, from the stream's start as from a start inside an epoch."""
   config = load_config('synthetic')
-  source = pipeline.open_source('studio', config.data.train.studio, config.data, limit=5)
-  assert len(source) == 5
-  seed = (0, 1, 0)
-  stream = pipeline._index_stream(source, start, seed, shuffle=True)
-  got = list(itertools.islice(stream.as_numpy_iterator(), 20))
-  skip = {'image': tfds.decode.SkipDecoding(), 'mask': tfds.decode.SkipDecoding()}
+  config.data.train = dict(studio=config.data.train.studio)
+  config.batch_size = 4
+  source = sources.open_source('studio', config.data.train.studio, config.data)
+  stream = pipeline.TrainStream(config, {'studio': start})
+  got = np.concatenate([next(stream)['joints_3d'] for _ in range(5)])
+  skip = {'image': pipeline.tfds.decode.SkipDecoding(),
+          'mask': pipeline.tfds.decode.SkipDecoding()}
   joints = [source.builder.info.features.deserialize_example_np(
-      source.records[r], decoders=skip)['joints_3d'] for r in range(5)]
-  assert len({j.tobytes() for j in joints}) == 5, 'records must be told apart'
-  records = _permuted_records(5, seed, start, start + 20)
-  assert [int(i) for i, _ in got] == list(range(start, start + 20))
-  for (index, example), record in zip(got, records):
-    np.testing.assert_array_equal(example['joints_3d'], joints[record], err_msg=str(index))
+      source.records[r], decoders=skip)['joints_3d'] for r in range(len(source))]
+  assert len({j.tobytes() for j in joints}) == len(joints), 'records must be told apart'
+  records = _permuted_records(len(source), (0, 0, 0), start, start + 20)
+  np.testing.assert_array_equal(got, np.stack([joints[r] for r in records]))
 
 
 def test_resume_across_an_epoch_boundary_equals_the_uninterrupted_stream():

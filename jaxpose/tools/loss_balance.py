@@ -27,6 +27,7 @@ from jaxpose import cli
 from jaxpose import losses
 from jaxpose import parallel
 from jaxpose import state as state_lib
+from jaxpose import train
 from jaxpose.data import pipeline
 from jaxpose.models import posenet
 
@@ -82,7 +83,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str | None, batches: int
   fn = parallel.jit_summary(functools.partial(term_gradients, model=model, config=config),
                             mesh, parallel.replicated(mesh))
   stream = pipeline.TrainStream(config)
-  results = [jax.device_get(fn(variables, parallel.to_global(next(stream), mesh)))
+  augment = train.make_augment_fn(config, mesh)
+  results = [jax.device_get(fn(variables, augment(parallel.to_global(next(stream), mesh))))
              for _ in range(batches)]
   mean = lambda xs: float(np.mean(xs))
   report = {'step': step, 'batches': batches, 'batch_size': config.batch_size,
