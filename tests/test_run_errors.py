@@ -25,10 +25,15 @@ def _run(module, *args, timeout=600):
 
 def _one_line(result, program, logged_tracebacks=False):
   """The one-line error the program ended with (``logged_tracebacks``: other parts may
-  have logged tracebacks before it)."""
+  have logged tracebacks before it, and TensorStore's late callbacks around it, from their
+  own threads as the interpreter exits)."""
   assert result.returncode == 1, result.stderr[-3000:]
   assert logged_tracebacks or 'Traceback' not in result.stderr, result.stderr[-3000:]
-  last = result.stderr.strip().splitlines()[-1]
+  lines = result.stderr.strip().splitlines()
+  if logged_tracebacks:
+    lines = [line for line in lines if line.startswith(f'{program}.py: error: ')]
+    assert len(lines) == 1, result.stderr[-3000:]
+  last = lines[-1]
   assert last.startswith(f'{program}.py: error: '), result.stderr[-3000:]
   return last
 
