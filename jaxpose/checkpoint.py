@@ -326,7 +326,10 @@ def read(workdir: str, step: int | None, reader):
       chosen = ckpt.resolve_step(step)
     except FileNotFoundError:
       ckpt.close()
-      raise
+      # Listed while the run swapped its oldest step for a new one: list again.
+      if step is not None or attempt == READ_ATTEMPTS:
+        raise
+      continue
     try:
       return reader(ckpt, chosen)
     except Exception as e:  # pylint: disable=broad-except

@@ -25,16 +25,17 @@ def _run(module, *args, timeout=600):
 
 def _one_line(result, program, logged_tracebacks=False):
   """The one-line error the program ended with (``logged_tracebacks``: other parts may
-  have logged tracebacks before it, and TensorStore's late callbacks around it, from their
-  own threads as the interpreter exits)."""
+  have logged tracebacks before it, and Orbax's and TensorStore's threads around it as the
+  interpreter exits, even on the same line)."""
   assert result.returncode == 1, result.stderr[-3000:]
   assert logged_tracebacks or 'Traceback' not in result.stderr, result.stderr[-3000:]
-  lines = result.stderr.strip().splitlines()
+  marker = f'{program}.py: error: '
   if logged_tracebacks:
-    lines = [line for line in lines if line.startswith(f'{program}.py: error: ')]
-    assert len(lines) == 1, result.stderr[-3000:]
-  last = lines[-1]
-  assert last.startswith(f'{program}.py: error: '), result.stderr[-3000:]
+    found = [line[line.index(marker):] for line in result.stderr.splitlines() if marker in line]
+    assert len(found) == 1, result.stderr[-3000:]
+    return found[0]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(marker), result.stderr[-3000:]
   return last
 
 
