@@ -77,9 +77,9 @@ class _Graph:
       self._batch = self.node('Slice', [shape, np.int64([0]), np.int64([1])])
     return self._batch
 
-  def shape(self, dims, dynamic_as: str = 'batch') -> Any:
-    """``dims`` as an int64 shape tensor; the symbolic batch becomes the input's batch size
-    (``dynamic_as='batch'``), -1 (for Reshape) or 1 (for Expand, which keeps the operand's)."""
+  def shape(self, dims, infer: bool = False) -> Any:
+    """``dims`` as an int64 shape tensor; the symbolic batch becomes the input's batch size,
+    or -1 with ``infer`` (for Reshape, which infers it)."""
     if all(isinstance(d, int) for d in dims):
       return np.int64(dims)
     parts = []
@@ -87,14 +87,11 @@ class _Graph:
       if isinstance(d, int):
         parts.append(np.int64([d]))
       elif d == self.batch_dim:
-        parts.append(self.batch() if dynamic_as == 'batch' else
-                     np.int64([-1 if dynamic_as == 'infer' else 1]))
+        parts.append(np.int64([-1]) if infer else self.batch())
       else:
         raise NotImplementedError(f'ONNX export: dimension {d} (only the batch may be '
                                   'symbolic, as itself)')
-    if dynamic_as != 'batch':
-      return np.concatenate(parts)
-    return self.node('Concat', parts, axis=0)
+    return np.concatenate(parts) if infer else self.node('Concat', parts, axis=0)
 
 
 def _static(shape) -> bool:
@@ -140,7 +137,7 @@ def _integer_pow(g, eqn, xs):
 def _reshape(g, eqn, xs):
   if eqn.params.get('dimensions') is not None:
     raise NotImplementedError('ONNX export: reshape with dimensions')
-  return [g.node('Reshape', [xs[0], g.shape(eqn.params['new_sizes'], 'infer')])]
+  return [g.node('Reshape', [xs[0], g.shape(eqn.params['new_sizes'], infer=True)])]
 
 
 def _broadcast_in_dim(g, eqn, xs):
@@ -150,7 +147,7 @@ def _broadcast_in_dim(g, eqn, xs):
   placed = [1] * len(shape)
   for i, d in enumerate(dims):
     placed[d] = operand[i]
-  x = g.node('Reshape', [xs[0], g.shape(placed, 'infer')])
+  x = g.node('Reshape', [xs[0], g.shape(placed, infer=True)])
   has_batch = [not isinstance(p, int) for p in placed]
   target = [1 if keep else d for keep, d in zip(has_batch, shape)]
   return [g.node('Expand', [x, g.shape(target)])]

@@ -459,7 +459,7 @@ class Predictor:
             for image, (centre, side) in zip(images, regions)]
     rows = []
     for start in range(0, len(cuts), BATCH):
-      out = self._network(np.stack(jax.device_get(cuts[start:start + BATCH])))
+      out = self._network(jnp.stack(cuts[start:start + BATCH]))
       rows += [{k: np.asarray(v[i], np.float64) for k, v in out.items()}
                for i in range(len(out['pose_3d']))]
     results = []
@@ -477,7 +477,7 @@ class Predictor:
     """``network`` on batches padded to ``BATCH`` (one compiled shape), the padding dropped."""
     def run(crops):
       n = len(crops)
-      padded = np.concatenate([crops, np.zeros((BATCH - n,) + crops.shape[1:], crops.dtype)])
+      padded = jnp.concatenate([crops, jnp.zeros((BATCH - n,) + crops.shape[1:], crops.dtype)])
       return {k: v[:n] for k, v in jax.device_get(network(padded)).items()}
     return run
 
