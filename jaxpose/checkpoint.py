@@ -318,7 +318,9 @@ def read(workdir: str, step: int | None, reader):
   for attempt in range(1, READ_ATTEMPTS + 1):
     try:
       ckpt = Checkpointer(workdir)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+      # Orbax lists a step, then finds it gone (its exists/is_dir check says "not a
+      # directory" when the deletion falls between the two).
       if attempt == READ_ATTEMPTS:
         raise
       continue
