@@ -13,6 +13,7 @@ import time
 
 import jax
 from etils import epath
+from flax import traverse_util
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
@@ -44,6 +45,18 @@ def _damaged(directory: str, step: int, path: str, problem: str) -> DamagedCheck
                                 f'{path}: {problem}')
 
 
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  """Orbax's handler of the train state, with replica-parallel saving off: that default (off
+  GPU) cuts every replicated array into one slice per device, compiling a program for each
+  slice shape (10 s at the first save on 8 CPU devices), for no gain at this model's size."""
+  scalar = ocp.type_handlers.ScalarHandler()
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (int, scalar), (float, scalar), (np.number, scalar),
+      (np.ndarray, ocp.type_handlers.NumpyHandler()),
+      (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False)))
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
+
 class Checkpointer:
   """``workdir/checkpoints/<step>/{state, meta}``; ``meta`` is JSON: the config and the
   input stream's position."""
@@ -56,7 +69,7 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                              enable_async_checkpointing=True),
-        item_names=('state', 'meta'))
+        item_handlers={'state': _state_handler(), 'meta': ocp.JsonCheckpointHandler()})
     self._pending = None  # the step of the last save started
 
   def latest_step(self) -> int | None:
@@ -72,7 +85,7 @@ class Checkpointer:
     self.wait()
     with self._writing(step):
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+          state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._pending = step
 
   @contextlib.contextmanager
@@ -108,11 +121,13 @@ class Checkpointer:
         optimiser settings).
     """
     step = self.resolve_step(step)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+    abstract = abstract_arrays(abstract_state)
     with self._reading(step, abstract):
       restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+          state=ocp.args.PyTreeRestore(
+              item=abstract,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)),
+          meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
 
   def check_complete(self, step: int) -> None:
@@ -244,25 +259,15 @@ class Checkpointer:
     """
     step = self.resolve_step(step)
     with self._reading(step):
-      saved = self.saved_shapes(step)
-    problems = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_variables)[0]:
-      name = '/'.join(str(getattr(k, 'key', k)) for k in path)
-      node = saved
-      for k in path:
-        node = node.get(getattr(k, 'key', k)) if isinstance(node, dict) else None
-      if node is None or isinstance(node, dict):
-        problems.append(f'{name}: not in the checkpoint (model {tuple(leaf.shape)})')
-      elif tuple(node) != tuple(leaf.shape):
-        problems.append(f'{name}: checkpoint {tuple(node)} vs model {tuple(leaf.shape)}')
-    if problems:
-      shown = '; '.join(problems[:8]) + (f'; … {len(problems) - 8} more'
-                                         if len(problems) > 8 else '')
+      saved = traverse_util.flatten_dict(self.saved_shapes(step), sep='/')
+    wanted = {name: tuple(leaf.shape) for name, leaf in
+              traverse_util.flatten_dict(abstract_variables, sep='/').items()}
+    found = {name: tuple(saved[name]) for name in wanted if name in saved}
+    differences = shape_differences(wanted, found, 'checkpoint')
+    if differences:
       raise ValueError(f'the checkpoint of step {step} in {self.directory} does not fit the '
-                       f'model: {shown}')
-    item = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        abstract_variables)
+                       f'model: {differences}')
+    item = abstract_arrays(abstract_variables)
     with self._reading(step):
       variables = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(
@@ -299,18 +304,9 @@ class Checkpointer:
     self.manager.close()
 
 
-def restore_variables(workdir: str, abstract_variables: dict,
-                      step: int | None = None) -> tuple[dict, dict, int]:
-  """The model variables of ``workdir``'s checkpoint (the latest, or ``step``), restored into
-  ``abstract_variables`` (see ``Checkpointer.restore_variables``): warm starts read
-  checkpoints through this. Returns (variables, meta, step)."""
-  return read(workdir, step, lambda ckpt, step: (
-      ckpt.restore_variables(abstract_variables, step), ckpt.read_meta(step), step))
-
-
 def read(workdir: str, step: int | None, reader):
   """``reader(checkpointer, step)`` on ``workdir``'s checkpoint of ``step``, or of the
-  latest step; evaluation, prediction and warm starts read checkpoints through this. A
+  latest step; ``state.load_model`` reads checkpoints through this. A
   training run may delete steps (``keep_checkpoints``, once it has saved newer ones) while
   Orbax lists them, or the latest while it is read: then the steps are listed again (up to
   ``READ_ATTEMPTS`` times)."""
@@ -349,8 +345,48 @@ def read(workdir: str, step: int | None, reader):
       ckpt.close()
 
 
+def abstract_arrays(tree, sharding=None):
+  """ShapeDtypeStructs of ``tree``'s arrays placed by ``sharding``: one sharding for all, a
+  tree of them like ``tree``, or None for each array's own."""
+  if sharding is None:
+    sharding = jax.tree.map(lambda x: x.sharding, tree)
+  elif isinstance(sharding, jax.sharding.Sharding):
+    sharding = jax.tree.map(lambda _: sharding, tree)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      sharding)
+
+
+def shape_differences(wanted: dict, found: dict, where: str) -> str:
+  """The names ('collection/module/…/leaf') whose shape differs between ``wanted`` (the
+  model's) and ``found`` (in ``where``: the checkpoint, the file), or that only one side
+  has, with both shapes, by collection as ``wanted`` orders them (params first) and by name
+  within; the first 8 named (one mismatch often brings many), '' where they agree."""
+  collections = list(dict.fromkeys(n.split('/', 1)[0] for n in [*wanted, *found]))
+  problems = []
+  for name in sorted(set(wanted) | set(found),
+                     key=lambda n: (collections.index(n.split('/', 1)[0]), n)):
+    if name not in found:
+      problems.append(f'{name}: not in the {where} (model {wanted[name]})')
+    elif name not in wanted:
+      problems.append(f'{name}: not in the model ({where} {found[name]})')
+    elif wanted[name] != found[name]:
+      problems.append(f'{name}: {where} {found[name]} vs model {wanted[name]}')
+  return '; '.join(problems[:8]) + (f'; … {len(problems) - 8} more' if len(problems) > 8
+                                    else '')
+
+
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+  """A checkpoint's config (``meta['config']``) as a ConfigDict; JSON lists back to tuples,
+  as the config files write sequences."""
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+  return ml_collections.ConfigDict(tuples(saved))
 
 
 def check_model_config(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:

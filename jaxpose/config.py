@@ -76,11 +76,22 @@ def base_config() -> ConfigDict:
   c.data.build_timeout_s = 6 * 3600
   c.data.input_size = 256
   c.data.train = ConfigDict()  # name -> source(...)
-  c.data.eval = ConfigDict()   # name -> source(...)
+  # name -> source(...): what training evaluates, periodically and at its end, and every
+  # choice is made on (validation splits; `jaxpose.evaluate` reads them too).
+  c.data.eval = ConfigDict()
+  # name -> source(...): the test splits, read once per run for its report, never to choose
+  # (`jaxpose.ablation` after each run; `jaxpose.evaluate --config=<file>:test`).
+  c.data.test = ConfigDict()
   # Rotate 3D targets into the virtual camera looking through the crop centre, and rotate
   # predictions back for evaluation (perspective correction, paper §4).
   c.data.virtual_camera = True
   c.data.heatmap_sigma = 1.0  # Gaussian std of heatmap targets, latent-grid cells.
+  # MISSING: the magnitudes. The paper augments its 2D data "by random crop, translation
+  # and rotation" (§4.2) and gives no numbers; these are the common ones of 2D pose work
+  # (Newell et al. 2016: scale ±25%, rotation ±30°). MISSING too: whether the 3D sources
+  # (H3.6M, 3DHP) are flipped and colour-jittered; every source gets the same augmentation
+  # here, since a flip with the left/right labels swapped and a colour change are as true
+  # of a studio image as of an outdoor one.
   c.data.augment = ConfigDict(dict(
       scale=0.25,          # crop side × U(1 - s, 1 + s)
       rotation_deg=30.0,   # U(-r, r)
@@ -118,7 +129,10 @@ def base_config() -> ConfigDict:
   c.optim.eps = 1e-6
   # MISSING: initial rate; 1.0 is Adadelta's customary rate (Zeiler 2012).
   c.optim.learning_rate = 1.0
-  # Exponential decay "over 60k iterations" (§4.2): × decay_rate every decay_steps.
+  # Exponential decay "over 60k iterations" (§4.2): × decay_rate every decay_steps, smoothly
+  # (optax.exponential_decay). MISSING: the factor and the form; 0.1, an order of magnitude
+  # per 60k steps, as Caffe's "exp"/"step" policies are commonly set, leaves 1e-4 of the rate
+  # at 240k steps.
   c.optim.decay_steps = 60_000
   c.optim.decay_rate = 0.1
   # Learning-rate discrepancy on the pretrained backbone (§4.2); 1 = off.
@@ -138,6 +152,11 @@ def base_config() -> ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every_steps = 20_000
   c.eval_batch_size = 64
+  # The size "globally scaled" gives the prediction (its bone lengths' sum over
+  # skeleton.BONES, mm): 0 = each ground truth's own sum; > 0 = one fixed size for every
+  # example, as Zhou et al. 2017's evaluation (metrics.ZHOU_SKELETON_SIZE), which the
+  # paper's tables follow (the paper configs set it). Reports name the reference.
+  c.global_scale_size = 0.0
 
   # The study of `python -m jaxpose.ablation` (the paper's Table 5) for a stage-2
   # experiment: its stage-1 config, `<file>[:<variants>]` with the file relative to this
@@ -165,8 +184,9 @@ def smoke(c: ConfigDict) -> ConfigDict:
   c.checkpoint_every_steps = 3
   c.eval_every_steps = 6
   c.eval_batch_size = 8
-  for name in c.data.eval:
-    c.data.eval[name].max_examples = 16
+  for sources in (c.data.eval, c.data.test):
+    for name in sources:
+      sources[name].max_examples = 16
   return c
 
 
@@ -184,7 +204,7 @@ def smoke_on_dummy_data(c: ConfigDict) -> ConfigDict:
   fake data in its builder's ``dummy_data/`` folder (the real on-disk layout), into a
   scratch data_dir so that it can never be mistaken for a real build."""
   from jaxpose.data import tfds_io  # pylint: disable=g-import-not-at-top
-  for sources in (c.data.train, c.data.eval):
+  for sources in (c.data.train, c.data.eval, c.data.test):
     for name in sources:
       sources[name].manual_dir = str(tfds_io.DATASETS_DIR / sources[name].dataset /
                                      'dummy_data')
@@ -227,7 +247,15 @@ def table5_variants(studio: str) -> dict:
   return dict(zip(TABLE5_ROWS, (baseline, latent_2d, projection, all_)))
 
 
-VARIANTS = {'smoke': smoke, 'paper_model': paper_model}
+def on_test(c: ConfigDict) -> ConfigDict:
+  """Evaluates on the test splits (``data.test``) instead of the validation ones, e.g.
+  ``python -m jaxpose.evaluate --config=configs/synthetic.py:test``: once per run, for
+  its report."""
+  c.data.eval = c.data.test
+  return c
+
+
+VARIANTS = {'smoke': smoke, 'paper_model': paper_model, 'test': on_test}
 
 
 class ConfigError(ValueError):
@@ -264,6 +292,9 @@ def validate(c: ConfigDict, training: bool = True) -> None:
   if positive('eval_batch_size', c.eval_batch_size) and c.eval_batch_size % processes:
     problems.append(f'config.eval_batch_size={c.eval_batch_size}: expected a multiple of '
                     f'the {processes} processes')
+  if not _finite_non_negative(c.global_scale_size):
+    problems.append(f'config.global_scale_size={c.global_scale_size!r}: expected a finite '
+                    'number >= 0 (mm; 0 = each ground truth\'s own size)')
   if training:
     devices = jax.device_count()
     if positive('batch_size', c.batch_size) and c.batch_size % devices:
@@ -274,8 +305,7 @@ def validate(c: ConfigDict, training: bool = True) -> None:
     # (0 holds the weights still, as tests do).
     for key in ('learning_rate', 'decay_rate', 'pretrained_lr_multiplier'):
       value = c.optim[key]
-      if (isinstance(value, bool) or not isinstance(value, (int, float))
-          or not math.isfinite(value) or value < 0):
+      if not _finite_non_negative(value):
         problems.append(f'config.optim.{key}={value!r}: expected a finite number >= 0')
     positive('optim.decay_steps', c.optim.decay_steps)
     for key in ('log_every_steps', 'checkpoint_every_steps', 'eval_every_steps',
@@ -290,6 +320,11 @@ def validate(c: ConfigDict, training: bool = True) -> None:
                       'backbone: set one of them')
   if problems:
     raise ConfigError('; '.join(problems))
+
+
+def _finite_non_negative(value) -> bool:
+  return (not isinstance(value, bool) and isinstance(value, (int, float))
+          and math.isfinite(value) and value >= 0)
 
 
 def apply_variant(c: ConfigDict, arg: str | None, variants: dict | None = None) -> ConfigDict:

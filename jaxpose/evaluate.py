@@ -21,14 +21,15 @@ from absl import flags
 from absl import logging
 from jax.experimental import multihost_utils
 
-from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import config as config_lib
 from jaxpose import fileio
 from jaxpose import geometry
+from jaxpose import losses
 from jaxpose import metrics
 from jaxpose import parallel
 from jaxpose import protocols
+from jaxpose import state as state_lib
 from jaxpose import visualize
 from jaxpose.data import augment
 from jaxpose.data import pipeline
@@ -40,9 +41,8 @@ def predict(variables: dict, batch: dict, *, model: posenet.PoseNet,
   """Root-relative 3D in the real camera frame (perspective-corrected) and 2D in the crop."""
   outputs = model.apply(variables, batch['image'], train=False)
   pose = outputs['pose_3d']
-  if config.data.virtual_camera:
-    rotation = geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
-                                                batch['has_intrinsics'], config.data.input_size)
+  rotation = losses.model_frame_rotation(batch, config)
+  if rotation is not None:
     pose = geometry.correct_perspective(pose, rotation)
   return dict(pose_3d=pose, pose_2d=outputs['pose_2d'])
 
@@ -109,7 +109,8 @@ def evaluate_split(name: str, source_config, config: ml_collections.ConfigDict, 
   # Every joint of a 3D-labelled example has a 3D label (2D validity is about the crop).
   valid = np.ones_like(local['valid'][keep])
   meta = {k: v[keep] for k, v in meta.items()}
-  report = protocols.evaluate(source_config.protocol, pred, gt, valid, meta)
+  report = protocols.evaluate(source_config.protocol, pred, gt, valid, meta,
+                              global_scale_size=config.global_scale_size)
   if mean_pose is not None:
     baseline = np.broadcast_to(np.asarray(mean_pose, np.float64), gt.shape)
     report['mean_pose_mpjpe'] = float(metrics.mpjpe(baseline, gt).mean())
@@ -159,7 +160,7 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
         fileio.write_atomically(stem + '.md',
                                 lambda f: f.write(protocols.to_markdown(report)))
         fileio.write_atomically(stem + '_pck.png',
-                                lambda f: protocols.plot_pck(pred, gt, valid, f), binary=True)
+                                lambda f: protocols.plot_pck(pred, gt, valid, f, config.global_scale_size), binary=True)
       except Exception as e:  # pylint: disable=broad-except
         if not cli.is_file_system_error(e):
           raise
@@ -196,24 +197,16 @@ def restore_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model is read, so the optimiser settings of ``config`` need not match the run's."""
   config_lib.validate(config, training=False)
   mesh = parallel.make_mesh()
-  model = posenet.create(config.model)
-  abstract = posenet.abstract_variables(model, config.data.input_size)
-  shardings = parallel.state_sharding(mesh, abstract, config.fsdp)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, shardings)
-
-  def load(ckpt, step):
-    meta = ckpt.read_meta(step)
-    checkpoint.check_model_config(meta['config'], config, ckpt.directory)
-    return ckpt.restore_variables(abstract, step), meta, step
-
-  variables, meta, step = checkpoint.read(workdir, step, load)
-  out_dir = os.path.join(out or os.path.join(workdir, 'eval'), str(step))
+  loaded = state_lib.load_model(
+      workdir, step, config,
+      lambda abstract: parallel.state_sharding(mesh, abstract, config.fsdp))
+  out_dir = os.path.join(out or os.path.join(workdir, 'eval'), str(loaded.step))
   if jax.process_index() == 0:
     check_writable(out_dir, '--out' if out else '--workdir')
-  return evaluate_all(config, make_predict_fn(config, model, mesh, shardings), variables,
-                      mesh, workdir, step, mean_pose=meta.get('mean_training_pose'),
-                      out_dir=out_dir)
+  shardings = jax.tree.map(lambda x: x.sharding, loaded.variables)
+  return evaluate_all(config, make_predict_fn(config, loaded.model, mesh, shardings),
+                      loaded.variables, mesh, workdir, loaded.step,
+                      mean_pose=loaded.meta.get('mean_training_pose'), out_dir=out_dir)
 
 
 def check_writable(directory: str, flag: str) -> None:

@@ -82,6 +82,26 @@ def crop_matrix(centre, size, out_size) -> np.ndarray:
                        target=(out_size / 2.0, out_size / 2.0))
 
 
+def crop_matrices(centres, sides, out_size):
+  """``crop_matrix`` for a batch: (..., 3, 3) maps onto the squares of ``sides`` (...)
+  centred on ``centres`` (..., 2), numpy or jax.numpy (by the type of ``sides``)."""
+  xp = jnp if isinstance(sides, jax.Array) else np
+  scale = out_size / sides
+  zero, one = xp.zeros_like(scale), xp.ones_like(scale)
+  return xp.stack([
+      xp.stack([scale, zero, out_size / 2 - scale * centres[..., 0]], -1),
+      xp.stack([zero, scale, out_size / 2 - scale * centres[..., 1]], -1),
+      xp.stack([zero, zero, one], -1)], axis=-2)
+
+
+def from_crop(matrix, points):
+  """(..., J, 2) crop pixels → image pixels, for (..., 3, 3) scale-and-translate crop
+  matrices (numpy or jax.numpy; no matrix inverse, which TensorFlow cannot run from JAX)."""
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  scale = xp.stack([matrix[..., 0, 0], matrix[..., 1, 1]], axis=-1)
+  return (points - matrix[..., None, :2, 2]) / scale[..., None, :]
+
+
 def apply_affine(matrix, points):
   """(3, 3) or (..., 3, 3) matrix applied to (..., J, 2) pixels."""
   return (points @ matrix[..., :2, :2].swapaxes(-1, -2)) + matrix[..., None, :2, 2]
@@ -142,3 +162,51 @@ def correct_perspective(pose, rotation):
   """Rotates a (..., J, 3) pose predicted in a crop's virtual camera back into the real
   camera frame (the inverse of ``to_crop_frame``)."""
   return pose @ rotation
+
+
+def to_camera(pose_3d_crop, crop_scale, crop_principal, matrix, focal, principal,
+              input_size: int, virtual_camera: bool = True):
+  """A network's outputs for crops → the camera frame; numpy or jax.numpy (by the type of
+  ``matrix``), over any leading batch axes (shown as ...).
+
+  The pose is rotated from the crop's virtual camera back into the real one, and the root
+  follows from the weak-perspective camera ``u = s X + c``: it lies on the ray through ``c``
+  at the depth where ``s = f / Z`` (Z along the axis of the frame the network predicts in).
+
+  Args:
+    pose_3d_crop: (..., J, 3) root-relative pose as predicted (the crop's virtual camera
+      frame when ``virtual_camera``, the camera frame otherwise).
+    crop_scale, crop_principal: (...) and (..., 2) the weak-perspective camera in the crop
+      (px/mm, px).
+    matrix: (..., 3, 3) image → crop pixels. focal: (...) the image's focal length, px.
+    principal: (..., 2) the image's principal point, px. input_size: the crop's side, px.
+    virtual_camera: the checkpoint's ``config.data.virtual_camera``.
+
+  Returns:
+    (..., J, 3) root-relative pose in the camera frame, (..., 3) the root's position in it
+    (mm), and (..., 2) the root's pixel in the image.
+  """
+  xp = np if isinstance(matrix, np.ndarray) else jnp
+  dtype = matrix.dtype
+  focal = xp.asarray(focal, dtype)[..., None] * xp.ones(2, dtype)
+  principal = xp.asarray(principal, dtype)
+  # The crop is scale-and-translate: its focal scales, its principal point maps.
+  crop_focal = focal * matrix[..., 0, 0, None]
+  crop_principal_point = apply_affine(matrix, principal[..., None, :])[..., 0, :]
+  pose = xp.asarray(pose_3d_crop, dtype)
+  if virtual_camera:
+    batch = crop_focal.reshape(-1, 2)
+    rotation = virtual_camera_rotation(
+        batch, crop_principal_point.reshape(-1, 2), xp.ones(batch.shape[:1], bool),
+        input_size).reshape(matrix.shape)
+    pose = correct_perspective(pose, rotation)
+  else:
+    rotation = xp.broadcast_to(xp.eye(3, dtype=dtype), matrix.shape)
+  root_pixel = from_crop(matrix, xp.asarray(crop_principal, dtype)[..., None, :])[..., 0, :]
+  # The scale is f / Z with Z the root's depth along the frame the network predicts in
+  # (the virtual camera's axis); the root is on the ray through its pixel.
+  depth = unproject_depth(xp.asarray(crop_scale, dtype), crop_focal[..., 0])
+  ray = xp.concatenate([(root_pixel - principal) / focal, xp.ones_like(depth)[..., None]],
+                       axis=-1)
+  along = (rotation[..., 2, :] * ray).sum(-1)
+  return pose, ray * (depth / along)[..., None], root_pixel

@@ -104,13 +104,21 @@ def compute(outputs: dict, targets: dict, weights: dict, input_size: int,
   return total, terms
 
 
+def model_frame_rotation(batch: dict, config: ml_collections.ConfigDict):
+  """(B, 3, 3) rotations from the camera frame into the frame the model predicts in, each
+  crop's virtual camera (``data.virtual_camera``); None where that is the camera frame."""
+  if not config.data.virtual_camera:
+    return None
+  return geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
+                                          batch['has_intrinsics'], config.data.input_size)
+
+
 def make_targets(batch: dict, config: ml_collections.ConfigDict) -> dict:
-  """Loss targets: root-relative 3D in the model's frame (the crop's virtual camera when
-  ``data.virtual_camera``), and the 2D labels."""
+  """Loss targets: root-relative 3D in the model's frame (``model_frame_rotation``), and
+  the 2D labels."""
   pose = geometry.root_centre(batch['joints_3d'])
-  if config.data.virtual_camera:
-    rotation = geometry.virtual_camera_rotation(batch['focal'], batch['principal'],
-                                                batch['has_intrinsics'], config.data.input_size)
+  rotation = model_frame_rotation(batch, config)
+  if rotation is not None:
     pose = geometry.to_crop_frame(pose, rotation)
   return dict(pose_3d=pose, has_3d=batch['has_3d'], joints_2d=batch['joints_2d'],
               joints_2d_valid=batch['joints_2d_valid'],

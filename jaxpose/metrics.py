@@ -16,13 +16,23 @@ import numpy as np
 from jaxpose import skeleton
 
 # 'none': as predicted ("unscaled"); 'global_scale': scaled so that its bone lengths sum to
-# the ground truth's (the paper's "globally scaled", after Zhou et al. 2017's evaluation);
+# a reference size, the ground truth's own or a fixed one (the paper's "globally scaled",
+# after Zhou et al. 2017's evaluation);
 # 'least_squares_scale': the least-squares scale (N-MPJPE, Rhodin et al. 2018);
 # 'procrustes': the least-squares similarity transform (PA-MPJPE).
 ALIGNMENTS = ('none', 'global_scale', 'least_squares_scale', 'procrustes')
 # The MPI-INF-3DHP AUC thresholds: 0, 5, ..., 150 mm (31 of them).
 AUC_THRESHOLDS = np.arange(0.0, 151.0, 5.0)
 PCK_THRESHOLD = 150.0
+# The fixed skeleton size of Zhou et al. 2017's released evaluation (pose-hg-3d), mm: the
+# Human3.6M training skeletons' mean sum of bone lengths over their own 16-joint skeleton.
+# Over skeleton.BONES, real Human3.6M frames sum to 4003-4229 mm (tests/test_metrics.py).
+ZHOU_SKELETON_SIZE = 4296.99
+def global_scale_reference(size: float) -> str:
+  """What 'global_scale' scales to with ``size``, in words, for reports."""
+  if size > 0:
+    return f'a fixed skeleton size, {size:g} mm (bone-length sum over skeleton.BONES)'
+  return "the ground truth's own bone-length sum"
 
 
 def _check(pred, gt, mask):
@@ -46,16 +56,18 @@ def _masked_mean(values, mask):
     return np.sum(values * mask, axis=-1) / np.sum(mask, axis=-1)
 
 
-def align(pred, gt, mode, mask=None):
+def align(pred, gt, mode, mask=None, size=0.0):
   """``pred`` (N, J, 3) aligned onto ``gt`` per example, fitted on the masked joints.
 
   Args:
     pred: (N, J, 3) predicted joints. gt: (N, J, 3) ground truth. mask: (N, J) bool or None.
-    mode: one of ``ALIGNMENTS``: 'none' (as is); 'global_scale' (× the ratio of the bone
-      length sums, ground truth over prediction, over the bones whose two joints are
+    mode: one of ``ALIGNMENTS``: 'none' (as is); 'global_scale' (× the ratio of a reference
+      size to the prediction's bone length sum, over the bones whose two joints are
       masked); 'least_squares_scale' (the least-squares scale, no rotation or
       translation); 'procrustes' (the least-squares similarity: rotation, scale and
       translation).
+    size: the reference of 'global_scale', mm: 0 = the ground truth's own bone length sum,
+      > 0 = that fixed size (``ZHOU_SKELETON_SIZE``).
 
   Returns:
     (N, J, 3) aligned prediction (every joint is moved, masked or not).
@@ -65,14 +77,16 @@ def align(pred, gt, mode, mask=None):
   pred, gt, mask = _check(pred, gt, mask)
   if mode == 'none':
     return pred
-  align_fn = {'global_scale': _align_bone_length_scale,
+  if not size >= 0:
+    raise ValueError(f'size must be >= 0 (0 = the ground truth\'s own), got {size}')
+  align_fn = {'global_scale': lambda *a: _align_bone_length_scale(*a, size),
               'least_squares_scale': _align_least_squares_scale,
               'procrustes': _align_similarity}[mode]
   with np.errstate(invalid='ignore', divide='ignore'):  # No masked joint: NaN, as documented.
     return align_fn(pred, gt, mask)
 
 
-def _align_bone_length_scale(pred, gt, mask):
+def _align_bone_length_scale(pred, gt, mask, size):
   # One scale for the whole skeleton that gives it the ground truth's size, whatever the
   # joint errors: unlike the least-squares scale it can raise MPJPE (the paper's Tables 1
   # and 4 show globally scaled MPJPE above unscaled).
@@ -82,7 +96,8 @@ def _align_bone_length_scale(pred, gt, mask):
   parent, child = skeleton.BONES.T
   both = mask[:, parent] & mask[:, child]
   length = lambda poses: np.linalg.norm(poses[:, child] - poses[:, parent], axis=-1)
-  scale = np.sum(both * length(gt), axis=1) / np.sum(both * length(pred), axis=1)
+  reference = np.sum(both * length(gt), axis=1) if size == 0 else size
+  scale = reference / np.sum(both * length(pred), axis=1)
   return scale[:, None, None] * pred
 
 
@@ -115,10 +130,10 @@ def mpjpe(pred, gt, mask=None):
   return _masked_mean(np.linalg.norm(pred - gt, axis=-1), mask)
 
 
-def global_scale_mpjpe(pred, gt, mask=None):
-  """(N,) MPJPE after scaling ``pred`` to the bone length sum of ``gt`` (the paper's
-  "globally scaled")."""
-  return mpjpe(align(pred, gt, 'global_scale', mask), gt, mask)
+def global_scale_mpjpe(pred, gt, mask=None, size=0.0):
+  """(N,) MPJPE after scaling ``pred`` to the bone length sum of ``gt``, or to ``size``
+  (see ``align``; the paper's "globally scaled")."""
+  return mpjpe(align(pred, gt, 'global_scale', mask, size), gt, mask)
 
 
 def n_mpjpe(pred, gt, mask=None):

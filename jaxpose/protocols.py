@@ -144,18 +144,20 @@ def _breakdown(examples, labels, order):
   return {name: _pool(examples, labels == name) for name in order if np.any(labels == name)}
 
 
-def _aligned(pred, gt, valid):
+def _aligned(pred, gt, valid, global_scale_size):
   """mode → (N, 17, 3) prediction aligned per example on its valid joints."""
-  return {mode: metrics.align(pred, gt, mode, valid) for mode in metrics.ALIGNMENTS}
+  return {mode: metrics.align(pred, gt, mode, valid, global_scale_size)
+          for mode in metrics.ALIGNMENTS}
 
 
 def _pck_mask(valid):
   return valid & np.isin(np.arange(skeleton.NUM_JOINTS), skeleton.PCK_JOINTS)
 
 
-def _report(protocol, num_examples, alignments, headline, **extra):
+def _report(protocol, num_examples, alignments, headline, global_scale_size, **extra):
   return dict(
       protocol=protocol, num_examples=num_examples,
+      global_scale_reference=metrics.global_scale_reference(global_scale_size),
       **{key: alignments[mode]['mpjpe'] for mode, key in _MPJPE_KEYS.items()},
       pck=alignments['none']['pck'], auc=alignments['none']['auc'],
       global_scale_pck=alignments['global_scale']['pck'],
@@ -166,26 +168,28 @@ def _report(protocol, num_examples, alignments, headline, **extra):
 
 # --- Protocols -----------------------------------------------------------------------------
 
-def generic(pred, gt, valid, meta) -> dict:
+def generic(pred, gt, valid, meta, global_scale_size: float = 0.0) -> dict:
   """Every frame pooled, plus a breakdown by ``meta['scene']`` (rows: scenes sorted, then All).
 
   For the synthetic data. PCK/AUC over ``skeleton.PCK_JOINTS`` that are valid, MPJPE over
-  every valid joint.
+  every valid joint. ``global_scale_size``: the reference of 'global_scale' (``metrics.align``'s
+  ``size``), in every protocol.
   """
   pred, gt, valid = _check_poses(pred, gt, valid)
   scene = _meta(meta, 'scene', len(pred))
   if ALL in scene:
     raise ValueError(f'meta["scene"] must not use the name {ALL!r} (the row of all frames)')
   alignments = {}
-  for mode, aligned in _aligned(pred, gt, valid).items():
+  for mode, aligned in _aligned(pred, gt, valid, global_scale_size).items():
     examples = _per_example(aligned, gt, valid, _pck_mask(valid))
     total = _pool(examples, np.ones(len(pred), bool))
     by_scene = _breakdown(examples, scene, sorted(set(scene)))
     alignments[mode] = dict(**{k: total[k] for k in _METRICS}, by_scene={**by_scene, ALL: total})
-  return _report('generic', len(pred), alignments, 'all frames pooled')
+  return _report('generic', len(pred), alignments, 'all frames pooled', global_scale_size)
 
 
-def h36m(pred, gt, valid, meta, every_nth: int | None = None) -> dict:
+def h36m(pred, gt, valid, meta, every_nth: int | None = None,
+         global_scale_size: float = 0.0) -> dict:
   """Human3.6M: per action, the action-wise mean and the frame-weighted mean.
 
   Protocol #1 is MPJPE (no alignment), Protocol #2 is PA-MPJPE (Procrustes); the report
@@ -212,7 +216,7 @@ def h36m(pred, gt, valid, meta, every_nth: int | None = None) -> dict:
       raise ValueError(f'no frame has frame % {every_nth} == 0')
     pred, gt, valid, action = pred[keep], gt[keep], valid[keep], action[keep]
   alignments = {}
-  for mode, aligned in _aligned(pred, gt, valid).items():
+  for mode, aligned in _aligned(pred, gt, valid, global_scale_size).items():
     examples = _per_example(aligned, gt, valid, _pck_mask(valid))
     by_action = _breakdown(examples, action, H36M_ACTIONS)
     action_wise = {k: _mean([row[k] for row in by_action.values()]) for k in _METRICS}
@@ -227,13 +231,14 @@ def h36m(pred, gt, valid, meta, every_nth: int | None = None) -> dict:
 
   return _report(
       'h36m', len(pred), alignments, 'action-wise mean over the actions present',
+      global_scale_size,
       every_nth=None if every_nth is None else int(every_nth),
       missing_actions=[a for a in H36M_ACTIONS if a not in alignments['none']['by_action']],
       protocol_1=named('MPJPE', 'none'), protocol_2=named('PA-MPJPE', 'procrustes'),
       paper_table_2=named('MPJPE', 'global_scale'))
 
 
-def mpi_inf_3dhp(pred, gt, valid, meta) -> dict:
+def mpi_inf_3dhp(pred, gt, valid, meta, global_scale_size: float = 0.0) -> dict:
   """MPI-INF-3DHP test: by scene (GS, noGS, outdoor, All), sequence, activity, joint group.
 
   A scene pools the frames of its sequences; All pools every frame (not a mean of rows).
@@ -255,7 +260,7 @@ def mpi_inf_3dhp(pred, gt, valid, meta) -> dict:
                                   [skeleton.JOINT_INDEX[j] for j in joints])
             for name, joints in MPI_INF_3DHP_JOINT_GROUPS.items()}
   alignments = {}
-  for mode, aligned in _aligned(pred, gt, valid).items():
+  for mode, aligned in _aligned(pred, gt, valid, global_scale_size).items():
     examples = _per_example(aligned, gt, valid, _pck_mask(valid))
     total = _pool(examples, np.ones(n, bool))
     alignments[mode] = dict(
@@ -265,7 +270,7 @@ def mpi_inf_3dhp(pred, gt, valid, meta) -> dict:
         by_activity=_breakdown(examples, activity, MPI_INF_3DHP_ACTIVITIES),
         by_joint_group={name: _pool(_per_example(aligned, gt, mask, mask), np.ones(n, bool))
                         for name, mask in groups.items()})
-  return _report('mpi_inf_3dhp', n, alignments, 'All: every frame pooled',
+  return _report('mpi_inf_3dhp', n, alignments, 'All: every frame pooled', global_scale_size,
                  joint_groups={k: list(v) for k, v in MPI_INF_3DHP_JOINT_GROUPS.items()})
 
 
@@ -355,7 +360,7 @@ def to_markdown(report: dict) -> str:
   return '\n\n'.join(parts) + '\n'
 
 
-def plot_pck(pred, gt, valid, path) -> None:
+def plot_pck(pred, gt, valid, path, global_scale_size: float = 0.0) -> None:
   """Writes a PNG of PCK (%) against the threshold (0..150 mm) under the three alignments
   to ``path`` (a local path or a binary file object).
 
@@ -368,7 +373,7 @@ def plot_pck(pred, gt, valid, path) -> None:
   weights = mask.sum(-1)
   figure = Figure(figsize=(5, 4))
   axes = figure.add_subplot()
-  for mode, aligned in _aligned(pred, gt, valid).items():
+  for mode, aligned in _aligned(pred, gt, valid, global_scale_size).items():
     curve = metrics.pck_3d(aligned, gt, mask, thresholds)
     pooled = np.sum(np.where(weights[:, None] > 0, curve * weights[:, None], 0.0), 0)
     auc = _weighted_mean(metrics.auc_3d(aligned, gt, mask), weights)

@@ -21,14 +21,13 @@ CPU_XLA_FLAG = ('--xla_cpu_experimental_ynn_fusion_type=-individual_convolution 
                 '--xla_cpu_enable_concurrency_optimized_scheduler=true')
 
 
-# XLA:CPU allocates a step's temporary buffers afresh on every call (1.5 GB for the paper's
-# network at batch 8) and glibc's malloc maps big blocks from the kernel and unmaps them
-# after, so each step page-faults every page in again. Never mapping blocks separately nor
-# trimming the heap hands the same memory back each step. That serves blocks up to a thread
-# arena's heap; XLA runs steps on its worker threads, whose arenas map bigger blocks whatever
-# M_MMAP_MAX says, so a step with bigger temporaries also needs every thread on the one main
-# arena, which costs where its lock is contended and keeps the peak heap (figures in
-# docs/performance.md).
+# XLA:CPU allocates a step's temporary buffers afresh on every call and glibc's malloc maps
+# big blocks from the kernel and unmaps them after, so each step page-faults every page in
+# again. Never mapping blocks separately nor trimming the heap hands the same memory back
+# each step. That serves blocks up to a thread arena's heap; XLA runs steps on its worker
+# threads, whose arenas map bigger blocks whatever M_MMAP_MAX says, so a step with bigger
+# temporaries also needs every thread on the one main arena, which costs where its lock is
+# contended and keeps the peak heap (figures in docs/performance.md).
 # glibc's mallopt parameters (malloc.h); a trim threshold of -1 is read as SIZE_MAX: never.
 _M_ARENA_MAX, _M_MMAP_MAX, _M_TRIM_THRESHOLD = -8, -4, -1
 # The most one heap of a thread's arena holds (glibc's HEAP_MAX_SIZE on 64-bit systems).

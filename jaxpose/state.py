@@ -1,14 +1,17 @@
 """How a train state comes to be: the state, the optimiser, creation already sharded over
 the mesh, and initialisation from trained weights (ImageNet backbone weights in the npz
-``python -m jaxpose.tools.import_resnet50`` writes, or another run's checkpoint)."""
+``python -m jaxpose.tools.import_resnet50`` writes, or another run's checkpoint); and
+``load_model``, the one way a model leaves a checkpoint (evaluation, prediction, warm starts,
+``tools.loss_balance``)."""
 
 from __future__ import annotations
 
 import functools
 import io
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -78,6 +81,55 @@ def create_train_state(config: ml_collections.ConfigDict, mesh, model: posenet.P
   return parallel.create_sharded(init, mesh, config.fsdp, jax.random.key(config.seed))
 
 
+class LoadedModel(NamedTuple):
+  """A model and its variables (params, batch_stats) as a checkpoint holds them, with the
+  config given or the checkpoint's own, and the checkpoint's meta and step."""
+  config: ml_collections.ConfigDict
+  model: posenet.PoseNet | None  # None where ``load_model`` restored ``into`` given arrays
+  variables: dict
+  meta: dict
+  step: int
+
+
+def load_model(workdir: str, step: int | None = None,
+               config: ml_collections.ConfigDict | None = None,
+               sharding: jax.sharding.Sharding | Callable | None = None,
+               into: dict | None = None) -> LoadedModel:
+  """The model of ``workdir``'s checkpoint (the latest, or ``step``) and its variables: the
+  one way a model leaves a checkpoint. Only the model variables are read (the optimiser
+  state's structure depends on settings that may have changed since).
+
+  Args:
+    workdir: the run's folder.
+    step: the checkpoint's step; None: the latest.
+    config: the config whose model is built; it must describe the checkpoint's model. None:
+      the checkpoint's own.
+    sharding: where the variables go: one sharding for all, or a function from the abstract
+      variables to a tree of them; None: the first device.
+    into: arrays whose shapes and places the variables take instead (a warm start's parts
+      of a new model): no model is built and no model config checked.
+  """
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def load(ckpt, step):
+    # Meta and variables of one step (``read`` looks again if training deletes it).
+    meta = ckpt.read_meta(step)
+    chosen = checkpoint.config_from_json(meta['config']) if config is None else config
+    if into is not None:
+      variables = ckpt.restore_variables(checkpoint.abstract_arrays(into), step)
+      return LoadedModel(chosen, None, variables, meta, step)
+    if config is not None:
+      checkpoint.check_model_config(meta['config'], config, ckpt.directory)
+    model = posenet.create(chosen.model)
+    abstract = posenet.abstract_variables(model, int(chosen.data.input_size))
+    placed = checkpoint.abstract_arrays(
+        abstract, sharding(abstract) if callable(sharding) else sharding)
+    return LoadedModel(chosen, model, ckpt.restore_variables(placed, step), meta, step)
+
+  return checkpoint.read(workdir, step, load)
+
+
 def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[TrainState, dict]:
   """``state`` with the params and batch_stats of the modules ``init.modules`` taken from
   the checkpoint of another run (``init.checkpoint``, a workdir; its latest step or
@@ -96,35 +148,29 @@ def warm_start(state: TrainState, init: ml_collections.ConfigDict) -> tuple[Trai
   targets = {'params': {m: state.params[m] for m in modules},
              'batch_stats': {m: state.batch_stats[m] for m in modules if m in state.batch_stats}}
   try:
-    variables, meta, step = checkpoint.restore_variables(init.checkpoint, targets,
-                                                         init.checkpoint_step)
+    loaded = load_model(init.checkpoint, init.checkpoint_step, into=targets)
   except (FileNotFoundError, ValueError) as e:
     raise type(e)(f'config.init.checkpoint={init.checkpoint}: {e}') from e
+  variables = loaded.variables
   state = state.replace(params={**state.params, **variables['params']},
                         batch_stats={**state.batch_stats, **variables['batch_stats']})
-  source = dict(checkpoint=fileio.absolute(init.checkpoint), step=step, modules=list(modules),
-                config=meta['config'])
+  source = dict(checkpoint=fileio.absolute(init.checkpoint), step=loaded.step,
+                modules=list(modules), config=loaded.meta['config'])
   return state, source
 
 
-def _flatten(tree: dict, prefix: str, leaf=np.asarray) -> dict:
-  """{'prefix/a/b': leaf(tree['a']['b'])} for every leaf of nested dicts."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}/{k}', leaf))
-    else:
-      out[f'{prefix}/{k}'] = leaf(v)
-  return out
+def _flatten(tree: dict, leaf=np.asarray) -> dict:
+  """{'a/b': leaf(tree['a']['b'])} for every leaf of nested dicts."""
+  return {k: leaf(v) for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
 
 
 def save_backbone(path: str, params: dict, stats: dict) -> None:
   """Writes backbone weights as a flat npz: ``params/<module path>`` and
   ``batch_stats/<module path>`` (e.g. ``params/res4f/conv3/kernel``), float32, relative to
   the backbone (``PoseNet``'s ``backbone`` collection entry)."""
-  fileio.write_atomically(path, lambda f: np.savez(f, **_flatten(params, 'params'),
-                                                   **_flatten(stats, 'batch_stats')),
-                          binary=True)
+  fileio.write_atomically(
+      path, lambda f: np.savez(f, **_flatten({'params': params, 'batch_stats': stats})),
+      binary=True)
 
 
 def load_backbone(path: str) -> tuple[dict, dict]:
@@ -155,22 +201,11 @@ def load_backbone_into_state(state: TrainState, path: str) -> TrainState:
   params, stats = load_backbone(path)
   targets = {'params': state.params['backbone'], 'batch_stats': state.batch_stats['backbone']}
   loaded = {'params': params, 'batch_stats': stats}
-  problems = []
-  for collection, target in targets.items():
-    want = _flatten(target, collection, leaf=np.shape)
-    have = _flatten(loaded[collection], collection, leaf=np.shape)
-    for key in sorted(set(want) | set(have)):
-      if key not in have:
-        problems.append(f'{key}: missing in the file (model {want[key]})')
-      elif key not in want:
-        problems.append(f'{key}: not in the model (file {have[key]})')
-      elif want[key] != have[key]:
-        problems.append(f'{key}: file {have[key]} vs model {want[key]}')
-  if problems:
-    shown = '; '.join(problems[:8]) + (f'; … {len(problems) - 8} more'
-                                       if len(problems) > 8 else '')
+  differences = checkpoint.shape_differences(_flatten(targets, np.shape),
+                                             _flatten(loaded, np.shape), 'file')
+  if differences:
     raise ValueError(f'config.init.backbone={path} does not fit the model\'s backbone '
-                     f'(backbone/…): {shown}. The file holds ResNet-50 (model.stage_sizes='
+                     f'(backbone/…): {differences}. The file holds ResNet-50 (model.stage_sizes='
                      f'{IMAGENET_STAGE_SIZES}, model.width=64)')
   place = lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding)
   return state.replace(

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import parameter_overview
+from flax import traverse_util
 
 from jaxpose import checkpoint
 from jaxpose import cli
@@ -194,7 +195,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = summary.Writer(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
     parameter_overview.log_parameter_overview(state.params)
-    writer.write_hparams({k: v for k, v in _flat(checkpoint.config_to_json(config)).items()
+    hparams = traverse_util.flatten_dict(checkpoint.config_to_json(config), sep='.')
+    writer.write_hparams({k: v for k, v in hparams.items()
                           if isinstance(v, (int, float, str, bool))})
   predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   report = summary.Progress(config.total_steps, writer)
@@ -268,16 +270,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt.close()
     writer.close()
   return state
-
-
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
 
 
 def main(argv):

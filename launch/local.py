@@ -39,15 +39,18 @@ def main(argv=None) -> int:
   if args.dry_run:
     return 0
   processes = [subprocess.Popen(command) for command in commands]
+  failed = None  # the first process to fail on its own, whose status this run returns
   with common.forwarding_signals(processes):
     while any(process.poll() is None for process in processes):
-      if any(process.poll() for process in processes):
-        # One failed: the others would wait for it until jax.distributed's timeout.
+      failed = failed or next((p for p in processes if p.poll()), None)
+      if failed:
+        # The others would wait for it until jax.distributed's timeout.
         for process in processes:
           if process.poll() is None:
             process.terminate()
       time.sleep(1)
-  return next((process.returncode for process in processes if process.returncode), 0)
+  failed = failed or next((p for p in processes if p.returncode), None)
+  return failed.returncode if failed else 0
 
 
 if __name__ == '__main__':

@@ -1,6 +1,8 @@
-"""Test set-up: 8 fake CPU devices (the sharded step is tested over them) and the real
-benchmark samples from ../shared/fixtures/real when present."""
+"""Test set-up: 8 fake CPU devices (the sharded step is tested over them), the real
+benchmark samples from ../shared/fixtures/real when present, and the smoke checkpoint the
+inference tests share (trained once per test process)."""
 
+import json
 import os
 import pathlib
 import tempfile
@@ -27,6 +29,7 @@ def multiprocess_env(devices_per_process: int) -> dict:
              JAX_PLATFORMS='cpu')
   return env
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from jaxpose import cli  # pylint: disable=g-import-not-at-top
@@ -47,6 +50,49 @@ def real_fixtures() -> pathlib.Path:
     pytest.skip(f'real benchmark samples not found at {REAL} (they live beside the '
                 'repository, in ../shared/fixtures/real)')
   return REAL
+
+
+@pytest.fixture
+def real_photos(real_fixtures) -> list[tuple[pathlib.Path, tuple, float | None]]:
+  """(path, person box x, y, w, h, focal or None) of every real sample: MPII's boxes from
+  its centre and scale (box height / 200 px); Human3.6M's too, with its camera's focal."""
+  photos = []
+  for record in json.loads((real_fixtures / 'mpii' / 'annotations.json').read_text()):
+    half = 100 * record['scale']
+    (cx, cy) = record['center']
+    photos.append((real_fixtures / 'mpii' / 'images' / record['image'],
+                   (cx - half, cy - half, 2 * half, 2 * half), None))
+  h36m = np.load(real_fixtures / 'h36m' / 'annotations.npz')
+  cameras = json.loads((real_fixtures / 'h36m' / 'cameras.json').read_text())
+  for name, (cx, cy), scale in zip(h36m['imgname'], h36m['center'], h36m['scale']):
+    subject, camera = name.split('/')[0], name.split('/')[1].split('.')[-1]
+    half = 100 * scale
+    focal = float(np.mean(cameras[f'{subject}_{camera}']['f']))
+    photos.append((real_fixtures / 'h36m' / 'images' / name,
+                   (cx - half, cy - half, 2 * half, 2 * half), focal))
+  return photos
+
+
+@pytest.fixture(scope='session')
+def trained_smoke_workdir(tmp_path_factory) -> str:
+  """A workdir with a checkpoint of the synthetic smoke config (two steps), trained once
+  per test process."""
+  from jaxpose import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('jaxpose_predict_'))
+  config = load_config('synthetic')
+  config.total_steps = 2
+  config.checkpoint_every_steps = 2
+  config.image_every_steps = 0
+  config.data.eval = {}  # prediction needs a checkpoint, not its evaluation
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def predictor(trained_smoke_workdir):
+  """The Predictor of ``trained_smoke_workdir``."""
+  from jaxpose.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  return predictor_lib.Predictor(trained_smoke_workdir)
 
 
 def run_main(module, argv: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 Takes the shared flags (``--config``, ``--workdir`` and the process flags), trains
 ``STEPS`` steps on its share of the fixed batches in ``WORKDIR/batches.npz``, saves an Orbax
-checkpoint from every process, evaluates the ``studio_test`` split and (process 0) writes
+checkpoint from every process, evaluates the ``studio_val`` split and (process 0) writes
 the report to ``WORKDIR/eval.json``.
 """
 
@@ -19,7 +19,7 @@ from jaxpose import parallel
 from jaxpose import train
 
 STEPS = 10
-EVAL_SOURCE = 'studio_test'
+EVAL_SOURCE = 'studio_val'
 
 
 def main(argv):

@@ -1,10 +1,13 @@
-"""The Table 5 study (jaxpose.ablation) end to end on the smoke synthetic config: stage 1
-once, every row warm-started from it, the three outputs, skipping and resuming."""
+"""The Table 5 study (jaxpose.ablation) end to end on the smoke synthetic config, as its
+command line runs it: stage 1 once, every row × 2 seeds warm-started from it, validation
+and test reports, the Welch tests and the three outputs, skipping and resuming."""
 
 import json
 import shutil
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from jaxpose import ablation
 from jaxpose import checkpoint
@@ -12,50 +15,83 @@ from jaxpose import config as base
 from conftest import CONFIGS, DATA_DIR, load_config
 
 SPEC = str(CONFIGS / 'synthetic.py') + ':smoke'
-OVERRIDES = {'data.data_dir': DATA_DIR}
+# No pictures: their predict function would compile once more per run.
+OVERRIDES = {'data.data_dir': DATA_DIR, 'image_every_steps': 0}
 ROWS = list(base.TABLE5_ROWS)
+SEEDS = (0, 1)
 
 
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
+  # What `python -m jaxpose.ablation --config=SPEC --workdir=W --seeds=2` runs.
   workdir = tmp_path_factory.mktemp('study')
-  lines = []
-  result = ablation.run_study(SPEC, str(workdir), seeds=1, overrides=OVERRIDES,
-                              log=lines.append)
-  return workdir, result, lines
+  ablation.run_study(SPEC, str(workdir), seeds=2, overrides=OVERRIDES)
+  return workdir, json.loads((workdir / 'ablation.json').read_text())
 
 
-def test_the_study_trains_stage_1_once_and_every_row_from_it(study):
-  workdir, result, lines = study
-  assert result['trained'] == ['stage1'] + [f'{r}_seed0' for r in ROWS]
-  assert len(lines) == 5 and lines[-1].endswith('study ETA done')
-  assert 'trained 6 steps' in lines[0] and 'ETA unknown' not in lines[1]
+def test_the_command_trains_stage_1_once_and_every_row_and_seed_from_it(study):
+  workdir, result = study
+  assert result['seeds'] == list(SEEDS) and result['rows'] == ROWS
+  assert list(result['runs']) == ['stage1'] + [f'{r}_seed{s}' for s in SEEDS for r in ROWS]
   for row in ROWS:
-    ckpt = checkpoint.Checkpointer(str(workdir / f'{row}_seed0'))
+    ckpt = checkpoint.Checkpointer(str(workdir / f'{row}_seed1'))
     init = ckpt.read_meta()['init']
     ckpt.close()
     assert init['checkpoint'] == str(workdir / 'stage1') and init['step'] == 6
     assert init['config']['loss']['pose_3d'] == 0.0  # stage 1: heatmaps only
-  # The table holds the runs' own reports: with one seed its mean is that run's number.
-  report = json.loads((workdir / 'baseline_seed0' / 'eval' / '6' /
-                       'synthetic_humans_wild_test.json').read_text())
-  assert (result['table']['baseline']['wild_test']['global_scale']['pck']
-          == dict(mean=report['global_scale_pck'], std=None, n=1))
-  assert (result['table']['all']['studio_test']['none']['mpjpe']['mean']
-          == result['runs']['all_seed0']['metrics']['studio_test']['none']['mpjpe'])
-  on_disk = json.loads((workdir / 'ablation.json').read_text())
-  assert on_disk['rows'] == ROWS and list(on_disk['table']) == ROWS
+    assert init['config']['optim']['pretrained_lr_multiplier'] == 1.0
+
+
+def test_validation_and_test_are_reported_apart(study):
+  workdir, result = study
+  assert {part: set(splits) for part, splits in result['splits'].items()} == {
+      'validation': {'wild_val', 'studio_val'}, 'test': {'wild_test', 'studio_test'}}
+  assert result['global_scale_reference'] == "the ground truth's own bone-length sum"
+  for part, split in (('validation', 'wild_val'), ('test', 'wild_test')):
+    values = []
+    for seed in SEEDS:
+      report = json.loads((workdir / f'baseline_seed{seed}' / 'eval' / '6' /
+                           f'synthetic_humans_{split}.json').read_text())
+      assert report['step'] == 6 and report['num_examples'] == 16
+      values.append(report['global_scale_pck'])
+      assert (result['runs'][f'baseline_seed{seed}']['metrics'][part][split]['global_scale']
+              ['pck'] == report['global_scale_pck'])
+    cell = result['table'][part]['baseline'][split]['global_scale']['pck']
+    assert cell['n'] == 2 and cell['values'] == values
+    assert cell['mean'] == pytest.approx(np.mean(values))
+    assert cell['std'] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_every_comparison_is_tested_on_both_parts(study):
+  workdir, result = study
+  for part in ablation.PARTS:
+    tests = result['tests'][part]
+    pairs = {(t['row'], t['against']) for t in tests}
+    assert {(r, 'baseline') for r in ROWS[1:]} <= pairs
+    assert [a for r, a in pairs if r == 'all' and a != 'baseline'] in (
+        ['latent_2d'], ['projection'], ['latent_2d', 'projection'], ['projection', 'latent_2d'])
+    assert len(tests) == 4 * 2 * len(ablation.ALIGNMENTS) * len(ablation.METRICS)
+    table = result['table'][part]
+    for t in tests:
+      row = table[t['row']][t['split']][t['alignment']][t['metric']]['values']
+      other = table[t['against']][t['split']][t['alignment']][t['metric']]['values']
+      better = 'less' if t['metric'] == 'mpjpe' else 'greater'
+      expected = stats.ttest_ind(row, other, equal_var=False, alternative=better)
+      if t['p'] is not None:
+        assert t['p'] == pytest.approx(expected.pvalue, rel=1e-9)
   markdown = (workdir / 'ablation.md').read_text()
-  assert all(f'| {row} | 1 |' in markdown for row in ROWS)
-  assert '| baseline | 1 |' in markdown.split('## unscaled')[1]
-  assert '62.3 / 30.3' in markdown and '## globally scaled' in markdown
+  for part in ablation.PARTS:
+    assert f'## {part}, globally scaled' in markdown and f'## {part}, unscaled' in markdown
+    assert f'## {part}, one-sided Welch t-tests' in markdown
+  assert all(f'| {row} | 2 |' in markdown for row in ROWS)
+  assert '62.3 / 30.3' in markdown
   assert (workdir / 'ablation.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_a_second_call_skips_finished_runs_and_resumes_an_interrupted_one(study):
-  workdir, first, _ = study
+  workdir, first = study
   lines = []
-  again = ablation.run_study(SPEC, str(workdir), seeds=1, overrides=OVERRIDES,
+  again = ablation.run_study(SPEC, str(workdir), seeds=2, overrides=OVERRIDES,
                              log=lines.append)
   assert again['trained'] == [] and all('skipped' in line for line in lines)
   assert again['table'] == first['table']
@@ -64,16 +100,40 @@ def test_a_second_call_skips_finished_runs_and_resumes_an_interrupted_one(study)
   run = workdir / 'projection_seed0'
   shutil.rmtree(run / 'checkpoints' / '6')
   shutil.rmtree(run / 'eval')
+  # Trained to the end but stopped before its test splits were read.
+  tested = workdir / 'all_seed1' / 'eval' / '6'
+  for path in tested.glob('synthetic_humans_*_test.*'):
+    path.unlink()
   lines = []
-  resumed = ablation.run_study(SPEC, str(workdir), seeds=1, overrides=OVERRIDES,
+  resumed = ablation.run_study(SPEC, str(workdir), seeds=2, overrides=OVERRIDES,
                                log=lines.append)
-  assert resumed['trained'] == ['projection_seed0']
+  assert resumed['trained'] == ['projection_seed0', 'all_seed1']
   assert 'trained 3 steps (resumed at 3)' in lines[3]
-  assert resumed['runs']['projection_seed0']['metrics']['wild_test']
+  assert 'trained 0 steps' in lines[8]
+  assert resumed['runs']['projection_seed0']['metrics']['test']['wild_test']
+  assert (tested / 'synthetic_humans_wild_test.json').exists()
+
+
+def test_welch_t_test_matches_a_hand_computation():
+  # a: mean 3, sample variance 1, n 3; b: mean 1, variance 4, n 3. Standard error
+  # sqrt(1/3 + 4/3) = 1.29099, t = 2 / 1.29099 = 1.54919; df = (5/3)^2 / ((1/3)^2/2 +
+  # (4/3)^2/2) = 50/17 = 2.94118. The t table puts P(T > 1.549) at 0.1307 for 2 and 0.1096
+  # for 3 degrees of freedom: p lies between.
+  a, b = [2.0, 3.0, 4.0], [-1.0, 1.0, 3.0]
+  result = ablation.welch_t_test(a, b)
+  assert result['t'] == pytest.approx(1.5491933, rel=1e-6)
+  assert result['df'] == pytest.approx(50 / 17, rel=1e-9)
+  assert 0.1096 < result['p'] < 0.1307
+  reference = stats.ttest_ind(a, b, equal_var=False, alternative='greater')
+  assert result['p'] == pytest.approx(reference.pvalue, rel=1e-9)
+  # The other direction is the complement; too few values or no spread give no test.
+  assert ablation.welch_t_test(b, a)['p'] == pytest.approx(1 - result['p'])
+  assert ablation.welch_t_test([1.0], [2.0, 3.0])['p'] is None
+  assert ablation.welch_t_test([1.0, 1.0], [2.0, 2.0])['p'] is None
 
 
 def test_a_run_of_another_config_is_refused(study):
-  workdir, _, _ = study
+  workdir, _ = study
   with pytest.raises(ValueError, match=r'stage1 holds a run of another config .*batch_size: 8 '
                      r'vs 4'):
     ablation.run_study(SPEC, str(workdir), seeds=1, overrides=dict(OVERRIDES, batch_size=4))
@@ -102,23 +162,43 @@ def test_the_paper_experiment_plans_its_study_from_pretrain_2d(tmp_path):
   assert rows[4].config.seed == 1
 
 
+def _switched(config_file: str, row: str, study: str, names: dict) -> dict:
+  """Every key the ``row`` variant changes against ``all`` in ``config_file`` (data sources
+  renamed by ``names`` to the roles they play), with its value."""
+  load = lambda variant: checkpoint.config_to_json(
+      load_config(config_file, ','.join(filter(None, (variant, study)))))
+  differences = ablation._differences(load('all'), load(row))  # pylint: disable=protected-access
+  out = {}
+  for d in differences:
+    key = d.key
+    for name, role in names.items():
+      key = key.replace(f'data.train.{name}', f'data.train.<{role}>')
+    out[key] = d.b
+  return out
+
+
 @pytest.mark.parametrize('row', ROWS)
-def test_synthetic_rows_switch_what_the_paper_experiment_rows_switch(row):
-  """Each row leaves out the same losses and 2D-only data in both experiments."""
-  synthetic, h36m = load_config('synthetic', row), load_config('h36m_only', row)
-  for key in h36m.loss:
-    assert (synthetic.loss[key] == 0) == (h36m.loss[key] == 0), key
-  for config, three_d in ((synthetic, 'studio'), (h36m, 'h36m')):
-    if row == 'baseline':
-      assert list(config.data.train) == [three_d] and config.data.train[three_d].fraction == 1
-    else:
-      assert len(config.data.train) > 1
+def test_synthetic_rows_switch_exactly_what_the_paper_experiment_rows_switch(row):
+  """Every key a row changes, compared key for key between the two experiments (the 2D-only
+  sources named by role: the synthetic wild images stand for MPII and LSP together)."""
+  synthetic = _switched('synthetic', row, 'study', {'studio': '3d', 'wild': '2d'})
+  h36m = _switched('h36m_only', row, '', {'h36m': '3d', 'mpii': '2d', 'lsp_extended': '2d'})
+  assert synthetic == h36m
+
+
+def test_every_row_has_the_paper_rows_learning_rate_discrepancy():
+  for row in ROWS:
+    study = load_config('synthetic', f'{row},study')
+    assert study.optim.pretrained_lr_multiplier == load_config(
+        'h36m_only', row).optim.pretrained_lr_multiplier == 0.1
+  for stage1 in (load_config('synthetic', 'study,stage1'), load_config('pretrain_2d')):
+    assert stage1.optim.pretrained_lr_multiplier == 1.0
 
 
 def test_synthetic_stage_1_trains_heatmaps_on_the_wild_images_only():
-  config = load_config('synthetic', 'stage1,study')
+  config = load_config('synthetic', 'study,stage1')
   assert list(config.data.train) == ['wild'] and config.data.train.wild.fraction == 1.0
-  assert config.loss.heatmap > 0 and not config.data.eval
+  assert config.loss.heatmap > 0 and not config.data.eval and not config.data.test
   assert config.loss.pose_3d == config.loss.bone == config.loss.projection == 0.0
-  assert config.total_steps == load_config('synthetic', 'study').total_steps == 4000
+  assert config.total_steps == load_config('synthetic', 'study').total_steps
   assert config.model == load_config('synthetic', None).model  # warm-startable into rows

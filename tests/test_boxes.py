@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from jaxpose import boxes
 from jaxpose import predict
+from jaxpose.inference import boxes
+from jaxpose.inference import intrinsics as intrinsics_lib
 from conftest import run_main
-from test_predict import trained_smoke_workdir
 
 
 def _write(path, data):
@@ -57,28 +57,28 @@ def test_layouts_and_their_errors(tmp_path):
 
 
 def test_fov_and_exif_focal(tmp_path):
-  assert predict.fov_focal(90, 1000) == pytest.approx(500)
+  assert intrinsics_lib.fov_focal(90, 1000) == pytest.approx(500)
   with pytest.raises(ValueError, match='--fov must be .* between 0 and 180, got 180'):
-    predict.fov_focal(180, 1000)
+    intrinsics_lib.fov_focal(180, 1000)
   photo = tmp_path / 'phone.jpg'
   exif = Image.Exif()
   exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLengthIn35mmFilm] = 26
   Image.new('RGB', (400, 300)).save(photo, exif=exif)
   # 26 mm on a 36 × 24 mm frame (43.27 mm across) over the photo's 500 px diagonal.
   expected = 26 / math.hypot(36, 24) * 500
-  intrinsics = predict.camera_intrinsics((400, 300), path=photo)
+  intrinsics = intrinsics_lib.camera_intrinsics((400, 300), path=photo)
   assert intrinsics['focal'] == pytest.approx(expected)
   assert intrinsics['focal_source'] == 'exif' and not intrinsics['focal_assumed']
-  assert predict.camera_intrinsics((400, 300), fov=90, path=photo)['focal_source'] == 'fov'
-  assert predict.camera_intrinsics((400, 300), focal=7.0, path=photo)['focal'] == 7.0
+  assert intrinsics_lib.camera_intrinsics((400, 300), fov=90, path=photo)['focal_source'] == 'fov'
+  assert intrinsics_lib.camera_intrinsics((400, 300), focal=7.0, path=photo)['focal'] == 7.0
   plain = tmp_path / 'plain.jpg'
   Image.new('RGB', (400, 300)).save(plain)
-  assert predict.camera_intrinsics((400, 300), path=plain)['focal_source'] == 'default'
+  assert intrinsics_lib.camera_intrinsics((400, 300), path=plain)['focal_source'] == 'default'
   with pytest.raises(ValueError, match='a focal length or a field of view for x, not both'):
-    predict.camera_intrinsics((400, 300), focal=7.0, fov=60, name='x')
+    intrinsics_lib.camera_intrinsics((400, 300), focal=7.0, fov=60, name='x')
 
 
-def test_two_boxes_give_two_people(real_fixtures, tmp_path):
+def test_two_boxes_give_two_people(trained_smoke_workdir, predictor, real_fixtures, tmp_path):
   mpii = real_fixtures / 'mpii' / 'images'
   first, second = mpii / '005808361.jpg', mpii / '052475643.jpg'
   # A phone's EXIF on a copy of the first photo.
@@ -93,7 +93,7 @@ def test_two_boxes_give_two_people(real_fixtures, tmp_path):
       dict(image_id=52475643, bbox=[0, 0, 50, 50], score=0.05, category_id=1)])
   for boxes_file, image, count in ((own, phone, 2), (coco, second, 1)):
     out = tmp_path / boxes_file.stem
-    run_main(predict, [f'--workdir={trained_smoke_workdir()}', f'--image={image}',
+    run_main(predict, [f'--workdir={trained_smoke_workdir}', f'--image={image}',
                        f'--boxes={boxes_file}', f'--out={out}'])
     data = json.loads((out / f'{image.stem}.json').read_text())
     assert len(data['people']) == count and data['checkpoint']['step'] == 2
@@ -107,5 +107,5 @@ def test_two_boxes_give_two_people(real_fixtures, tmp_path):
                                                           * math.hypot(1280, 720))
   assert data['people'][0]['crop_box'] != data['people'][1]['crop_box']
   # The same as one person at a time.
-  alone = predict.Predictor(trained_smoke_workdir()).predict(phone, people[1])
+  alone = predictor.predict(phone, people[1])
   np.testing.assert_allclose(data['people'][1]['pose_3d'], alone['pose_3d'], atol=1e-3)

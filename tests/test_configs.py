@@ -8,11 +8,12 @@ import sys
 import pytest
 
 from jaxpose import config as base
+from jaxpose import evaluate
 from jaxpose import train
 from conftest import REPO, load_config
 
 EXPERIMENTS = {
-    'synthetic': ['', 'smoke'],
+    'synthetic': ['', 'smoke', 'study', 'test', 'baseline,study,smoke'],
     'pretrain_2d': ['', 'smoke'],
     'h36m_only': ['', 'smoke', 'baseline', 'latent_2d', 'projection', 'baseline,smoke',
                   'fps5'],
@@ -81,7 +82,7 @@ def test_validate_names_every_field_at_fault(tmp_path):
     (['--config=configs/synthetic.py:smok'],
      "flag --config=configs/synthetic.py:smok: unknown config variant 'smok'; known: "
      "['all', 'baseline', 'latent_2d', 'paper_model', 'projection', 'smoke', 'stage1', "
-     "'study']"),
+     "'study', 'test']"),
     (['--config=configs/synthetic.py:smoke', '--config.batchsize=8'],
      '--config.batchsize: the config has no key \'batchsize\' Did you mean '
      '"batch_size" instead of "batchsize"?'),
@@ -109,5 +110,33 @@ def test_full_config_trains_on_the_fake_benchmark_data(tmp_path):
   config.image_every_steps = 0
   state = train.train_and_evaluate(config, str(tmp_path / 'work'))
   assert int(state.step) == 2
+  # No validation split: training evaluates nothing; the test splits are read after it.
+  assert not (tmp_path / 'work' / 'eval').exists()
+  reports = evaluate.restore_and_evaluate(base.on_test(config), str(tmp_path / 'work'))
+  assert set(reports) == {'mpi_inf_3dhp', 'h36m'}
+  assert reports['h36m']['global_scale_reference'].startswith('a fixed skeleton size, 4296.99')
   assert (tmp_path / 'work' / 'eval' / '2' / 'mpi_inf_3dhp_test.json').exists()
   assert (tmp_path / 'work' / 'eval' / '2' / 'h36m_test.json').exists()
+
+
+def test_choices_are_made_on_validation_and_the_test_splits_kept_apart():
+  synthetic = load_config('synthetic', None)
+  assert {s.split for s in synthetic.data.eval.values()} == {'wild_val', 'studio_val'}
+  assert {s.split for s in synthetic.data.test.values()} == {'wild_test', 'studio_test'}
+  on_test = load_config('synthetic', 'test')
+  assert on_test.data.eval == synthetic.data.test
+  for paper in ('h36m_only', 'full'):
+    config = load_config(paper, None)
+    assert not config.data.eval  # the benchmarks have no validation split
+    assert {s.split for s in config.data.test.values()} == {'test'}
+
+
+def test_global_scale_reference_matches_the_paper_in_the_paper_configs():
+  assert load_config('synthetic', None).global_scale_size == 0.0  # each subject's own
+  for paper in ('h36m_only', 'full'):
+    assert load_config(paper, None).global_scale_size == 4296.99
+  config = load_config('synthetic')
+  config.global_scale_size = -1.0
+  with pytest.raises(base.ConfigError, match=r'config.global_scale_size=-1.0: expected a '
+                     'finite number >= 0'):
+    base.validate(config, training=False)

@@ -162,7 +162,8 @@ def test_readers_survive_training_deleting_old_checkpoints(tmp_path):
   try:
     assert writer.stdout.readline().strip() == 'saving'
     for _ in range(60):
-      variables, meta, step = checkpoint.restore_variables(str(tmp_path), abstract)
+      variables, meta, step = checkpoint.read(str(tmp_path), None, lambda ckpt, step: (
+          ckpt.restore_variables(abstract, step), ckpt.read_meta(step), step))
       assert meta['step'] == step and float(variables['params']['w'][0, 0]) == step
   finally:
     writer.kill()

@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
 def test_metrics_do_not_depend_on_batch_size_or_devices(trained):
   config, _, state = trained
   config = config.copy_and_resolve_references()
-  config.data.eval.wild_test.max_examples = 0   # all 32 examples of the smoke split
+  config.data.eval.wild_val.max_examples = 0   # all 32 examples of the smoke split
   model = posenet.create(config.model)
   results = {}
   for devices in (jax.devices()[:1], jax.devices()):
@@ -46,7 +46,7 @@ def test_metrics_do_not_depend_on_batch_size_or_devices(trained):
     predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
     for batch_size in (1, 7, 32):
       config.eval_batch_size = batch_size
-      report, _ = evaluate.evaluate_split('wild_test', config.data.eval.wild_test, config,
+      report, _ = evaluate.evaluate_split('wild_val', config.data.eval.wild_val, config,
                                           predict_fn, placed, mesh)
       results[len(devices), batch_size] = report
   reference = results[1, 32]
@@ -63,15 +63,15 @@ def test_restore_and_evaluate_writes_reports(trained):
   config = config.copy_and_resolve_references()
   config.optim.grad_clip_norm = 1.0
   reports = evaluate.restore_and_evaluate(config, workdir)
-  assert set(reports) == {'wild_test', 'studio_test'}
-  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.json') as f:
+  assert set(reports) == {'wild_val', 'studio_val'}
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_val.json') as f:
     saved = json.load(f)
   assert saved['step'] == 2 and saved['num_examples'] == 16
   assert saved['mean_pose_mpjpe'] > 0
-  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.md') as f:
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_val.md') as f:
     table = f.read()
   assert '| All | 16 |' in table
-  with open(f'{workdir}/eval/2/synthetic_humans_wild_test_pck.png', 'rb') as f:
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_val_pck.png', 'rb') as f:
     assert f.read(4) == b'\x89PNG'
 
 
@@ -86,11 +86,11 @@ def test_other_steps_reports_survive_step_and_failing_evaluations(trained):
   before = _files(eval_dir / '2')
   assert before
   reports = evaluate.restore_and_evaluate(config, workdir, step=1)
-  assert reports['wild_test']['step'] == 1
-  assert json.loads((eval_dir / '1' / 'synthetic_humans_wild_test.json').read_text())[
+  assert reports['wild_val']['step'] == 1
+  assert json.loads((eval_dir / '1' / 'synthetic_humans_wild_val.json').read_text())[
       'step'] == 1
   broken = config.copy_and_resolve_references()
-  broken.data.eval.wild_test.split = 'wild_validation'   # fails after studio_test
+  broken.data.eval.wild_val.split = 'wild_validation'   # fails after studio_val
   with pytest.raises(ValueError, match="no split 'wild_validation'"):
     evaluate.restore_and_evaluate(broken, workdir, step=1)
   assert _files(eval_dir / '2') == before
@@ -113,7 +113,7 @@ def test_different_model_is_named(trained):
 def test_missing_split_is_named(trained):
   config, workdir, _ = trained
   config = config.copy_and_resolve_references()
-  config.data.eval.wild_test.split = 'wild_validation'
+  config.data.eval.wild_val.split = 'wild_validation'
   with pytest.raises(ValueError, match="no split 'wild_validation'"):
     evaluate.restore_and_evaluate(config, workdir)
 
@@ -156,13 +156,13 @@ def test_reports_on_a_non_local_workdir(trained):
   predict_fn = evaluate.make_predict_fn(config, model, mesh, shardings.variables())
   remote = f'ram://{workdir}'
   reports = evaluate.evaluate_all(config, predict_fn, state.variables(), mesh, remote, 2)
-  names = {f'synthetic_humans_{split}{end}' for split in ('wild_test', 'studio_test')
+  names = {f'synthetic_humans_{split}{end}' for split in ('wild_val', 'studio_val')
            for end in ('.json', '.md', '_pck.png')}
   assert set(fileio.gfile.listdir(f'{remote}/eval/2')) == names
-  stem = f'{remote}/eval/2/synthetic_humans_wild_test'
+  stem = f'{remote}/eval/2/synthetic_humans_wild_val'
   saved = json.loads(fileio.read_text(stem + '.json'))
-  assert saved == json.loads(json.dumps(reports['wild_test']))
-  with open(f'{workdir}/eval/2/synthetic_humans_wild_test.json') as f:
+  assert saved == json.loads(json.dumps(reports['wild_val']))
+  with open(f'{workdir}/eval/2/synthetic_humans_wild_val.json') as f:
     local = json.load(f)
   for metric in ('mpjpe', 'pa_mpjpe', 'pck', 'auc'):
     assert saved[metric] == pytest.approx(local[metric], abs=1e-4), metric

@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image
 
 from jaxpose import export
-from jaxpose import predict
+from jaxpose.inference import crop
+from jaxpose.inference import export as export_lib
+from jaxpose.inference import predictor as predictor_lib
 from conftest import run_main
-from test_predict import _real_photos
-from test_predict import trained_smoke_workdir
 
 # Runs in a fresh interpreter: TensorFlow and numpy only.
 _TENSORFLOW_ONLY = r'''
@@ -63,21 +63,21 @@ def _get(prediction, key):
   return (prediction[key[0]][key[1]] if isinstance(key, tuple) else prediction[key])
 
 
-def test_exports_equal_the_predictor(real_fixtures, tmp_path):
-  workdir = trained_smoke_workdir()
+def test_exports_equal_the_predictor(trained_smoke_workdir, real_photos, tmp_path):
+  workdir = trained_smoke_workdir
   run_main(export, [f'--workdir={workdir}', f'--out={tmp_path / "export"}'])
   info = json.loads((tmp_path / 'export' / 'export.json').read_text())
   assert info['step'] == 2
 
-  predictor = predict.Predictor(workdir)
-  photos = _real_photos(real_fixtures)
+  predictor = predictor_lib.Predictor(workdir)
+  photos = real_photos
   paths, boxes, focals = zip(*photos)
   # The signature's boxes are float32: the Predictor gets the same numbers.
   boxes = [np.float32(box).astype(np.float64) for box in boxes]
   predictions = predictor.predict_many(paths, boxes, focals)
   size = predictor.input_size
   images = [np.asarray(Image.open(path).convert('RGB')) for path in paths]
-  crops = np.concatenate([np.asarray(predict.crop_images(
+  crops = np.concatenate([np.asarray(crop.crop_images(
       image, [p['crop_box'][:2] + p['crop_box'][2] / 2], [p['crop_box'][2]], size))
       for image, p in zip(images, predictions)])
   crops = np.round(crops).astype(np.uint8)
@@ -105,8 +105,9 @@ def test_exports_equal_the_predictor(real_fixtures, tmp_path):
   assert all(d < 1e-3 for d in differences.values()), differences
 
   # The crop signature and the jax.export artefact against the network itself.
-  network = jax.device_get(predict.crop_network(predictor.model)(predictor.variables, crops))
-  exported = jax.export.deserialize((tmp_path / 'export' / export.JAX_EXPORT).read_bytes())
+  network = jax.device_get(predictor_lib.crop_network(predictor.model)(predictor.variables,
+                                                                      crops))
+  exported = jax.export.deserialize((tmp_path / 'export' / export_lib.JAX_EXPORT).read_bytes())
   from_jax = jax.device_get(exported.call(crops))
   for name, value in network.items():
     tf_difference = np.abs(got[f'crops/{name}'] - value).max()
@@ -118,7 +119,7 @@ def test_exports_equal_the_predictor(real_fixtures, tmp_path):
   # network, on the same uint8 crops.
   assert len(crops) >= 5
   run = subprocess.run([sys.executable, '-c', _ONNXRUNTIME_ONLY, str(tmp_path / 'export' /
-                        export.ONNX), str(tmp_path / 'inputs.npz'), str(tmp_path / 'ort.npz')],
+                        export_lib.ONNX), str(tmp_path / 'inputs.npz'), str(tmp_path / 'ort.npz')],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
   assert run.returncode == 0, run.stderr[-3000:]
   onnx_out = np.load(tmp_path / 'ort.npz')

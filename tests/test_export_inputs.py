@@ -5,16 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jaxpose import export
-from jaxpose import predict
-from test_predict import trained_smoke_workdir
+from jaxpose.inference import export
 
 FOCAL = tf.constant(50.0, tf.float32)
 
 
 @pytest.fixture(scope='module')
-def model(tmp_path_factory):
-  predictor = predict.Predictor(trained_smoke_workdir())
+def model(predictor, tmp_path_factory):
   paths = export.export(predictor, str(tmp_path_factory.mktemp('export')))
   return tf.saved_model.load(paths['saved_model']), predictor.input_size
 

@@ -238,3 +238,17 @@ def test_shared_functions_accept_jax_arrays():
   for function, args in cases:
     np.testing.assert_allclose(np.asarray(function(*map(jnp.asarray, args))), function(*args),
                                rtol=1e-5, atol=1e-3)
+
+
+def test_batched_crop_matrices_are_crop_matrix_and_from_crop_inverts_them():
+  centres = np.array([[430.0, 380.0], [-12.5, 40.0], [1000.0, 2.0]])
+  sides = np.array([700.0, 33.0, 1.5])
+  matrices = geometry.crop_matrices(centres, sides, 256)
+  for centre, side, matrix in zip(centres, sides, matrices):
+    np.testing.assert_allclose(matrix, geometry.crop_matrix(centre, side, 256), rtol=1e-12,
+                               atol=1e-9)
+  np.testing.assert_allclose(geometry.crop_matrices(jnp.asarray(centres), jnp.asarray(sides),
+                                                    256), matrices, rtol=1e-5)
+  points = np.random.default_rng(0).uniform(-50, 300, (3, 17, 2))
+  np.testing.assert_allclose(geometry.from_crop(matrices, geometry.apply_affine(matrices, points)),
+                             points, atol=1e-9)

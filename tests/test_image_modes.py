@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxpose import predict
+from jaxpose.inference import images
 
 RNG = np.random.default_rng(28)
 SIZE = (24, 32)  # height, width
@@ -108,7 +108,7 @@ def test_every_mode_becomes_8_bit_rgb(case, tmp_path):
   path, expected = make(tmp_path)
   with Image.open(path) as pil:
     assert pil.mode == mode  # the file exercises the mode meant
-  image, _ = predict.load_image(path)
+  image, _ = images.load_image(path)
   assert image.dtype == np.uint8 and image.shape == SIZE + (3,)
   expected = np.broadcast_to(np.asarray(expected)[..., None] if np.ndim(expected) == 2
                              else expected, image.shape)
@@ -124,7 +124,7 @@ def test_a_16_bit_photo_keeps_its_brightness(tmp_path):
   """The reported case: mid-grey 16-bit levels came out white (254.7 against 129.1)."""
   values = np.full(SIZE, 129 * 257, np.uint16)
   cv2.imwrite(str(tmp_path / 'grey16.png'), values)
-  image, _ = predict.load_image(tmp_path / 'grey16.png')
+  image, _ = images.load_image(tmp_path / 'grey16.png')
   assert image.mean() == pytest.approx(129, abs=0.5)
 
 
@@ -133,14 +133,14 @@ def test_folders_and_patterns_become_their_images(tmp_path):
     _write(tmp_path / name, _grey(np.uint8, 255))
   (tmp_path / 'notes.txt').write_text('not an image')
   (tmp_path / 'sub').mkdir()
-  assert predict.image_paths([str(tmp_path)]) == [
+  assert images.image_paths([str(tmp_path)]) == [
       str(tmp_path / n) for n in ('a.PNG', 'b.jpg', 'c.tif')]
-  assert predict.image_paths([str(tmp_path / '*.jpg'), str(tmp_path / 'c.tif')]) == [
+  assert images.image_paths([str(tmp_path / '*.jpg'), str(tmp_path / 'c.tif')]) == [
       str(tmp_path / 'b.jpg'), str(tmp_path / 'c.tif')]
   with pytest.raises(FileNotFoundError, match=r'--image=.*/sub: the folder holds no image'):
-    predict.image_paths([str(tmp_path / 'sub')])
+    images.image_paths([str(tmp_path / 'sub')])
   with pytest.raises(FileNotFoundError, match=r'--image=.*/\*\.gif: no file matches'):
-    predict.image_paths([str(tmp_path / '*.gif')])
+    images.image_paths([str(tmp_path / '*.gif')])
 
 
 def test_an_oversized_image_names_the_limit_and_the_flag(tmp_path, monkeypatch):
@@ -151,6 +151,6 @@ def test_an_oversized_image_names_the_limit_and_the_flag(tmp_path, monkeypatch):
                      r'limit of 600 pixels.*decompression bombs: twice '
                      r'PIL.Image.MAX_IMAGE_PIXELS = 300\); to read it, raise the limit with '
                      r'--max_image_pixels=384'):
-    predict.load_image(path)
+    images.load_image(path)
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 384)
-  assert predict.load_image(path)[0].shape == SIZE + (3,)
+  assert images.load_image(path)[0].shape == SIZE + (3,)

@@ -6,6 +6,7 @@ from scipy import optimize
 from scipy.spatial.transform import Rotation
 
 from jaxpose import metrics
+from jaxpose import protocols
 
 
 def _poses(n, seed=0, joints=17):
@@ -192,18 +193,83 @@ def test_an_example_without_masked_joints_gives_nan_without_disturbing_others():
 @pytest.mark.parametrize('metric', [metrics.mpjpe, metrics.global_scale_mpjpe,
                                     metrics.n_mpjpe, metrics.pa_mpjpe,
                                     metrics.pck_3d, metrics.auc_3d])
-def test_per_example_shapes(metric):
+def test_a_batch_scores_each_example_as_it_would_alone(metric):
   gt = _poses(5, seed=23)
-  assert metric(gt + 1.0, gt).shape == (5,)
-  assert metric(gt + 1.0, gt, np.ones((5, 17), bool)).shape == (5,)
+  pred = gt + np.random.default_rng(26).normal(scale=60.0, size=gt.shape)
+  mask = np.random.default_rng(27).random((5, 17)) < 0.8
+  mask[:, :3] = True
+  for m in (None, mask):
+    batch = metric(pred, gt, m)
+    alone = [metric(pred[i:i + 1], gt[i:i + 1], None if m is None else m[i:i + 1])[0]
+             for i in range(5)]
+    np.testing.assert_allclose(batch, alone, rtol=1e-12)
 
 
-def test_align_shapes_and_none_mode():
-  gt = _poses(2, seed=24)
-  pred = gt + 5.0
-  for mode in metrics.ALIGNMENTS:
-    assert metrics.align(pred, gt, mode).shape == gt.shape
-  np.testing.assert_array_equal(metrics.align(pred, gt, 'none'), pred)
+def test_each_alignment_undoes_the_transform_it_fits():
+  gt = _poses(3, seed=24)
+  scaled = 1.7 * gt
+  np.testing.assert_array_equal(metrics.align(scaled, gt, 'none'), scaled)
+  np.testing.assert_allclose(metrics.align(scaled, gt, 'global_scale'), gt, rtol=1e-12)
+  np.testing.assert_allclose(metrics.align(scaled, gt, 'least_squares_scale'), gt, rtol=1e-12)
+  moved = _similarity(gt, seed=28)
+  np.testing.assert_allclose(metrics.align(moved, gt, 'procrustes'), gt, atol=1e-8)
+
+
+def _bone_sum(poses):
+  bones = metrics.skeleton.BONES
+  return np.linalg.norm(poses[:, bones[:, 1]] - poses[:, bones[:, 0]], axis=-1).sum(-1)
+
+
+def test_global_scale_to_a_fixed_size_ignores_the_ground_truth_size():
+  gt = _poses(4, seed=40)
+  pred = 0.6 * gt + np.random.default_rng(41).normal(scale=30.0, size=gt.shape)
+  pred -= pred[:, :1]
+  fixed = metrics.align(pred, gt, 'global_scale', size=metrics.ZHOU_SKELETON_SIZE)
+  np.testing.assert_allclose(_bone_sum(fixed), metrics.ZHOU_SKELETON_SIZE, rtol=1e-12)
+  # The same ground truth at another size gives the same prediction.
+  np.testing.assert_allclose(
+      metrics.align(pred, 3 * gt, 'global_scale', size=metrics.ZHOU_SKELETON_SIZE), fixed)
+  # 0, the default, is the ground truth's own.
+  np.testing.assert_allclose(_bone_sum(metrics.align(pred, gt, 'global_scale')),
+                             _bone_sum(gt), rtol=1e-12)
+  assert '4296.99 mm' in metrics.global_scale_reference(metrics.ZHOU_SKELETON_SIZE)
+  assert 'own' in metrics.global_scale_reference(0.0)
+  with pytest.raises(ValueError, match='size'):
+    metrics.align(pred, gt, 'global_scale', size=-1.0)
+
+
+def test_protocols_pass_the_fixed_size_to_global_scale():
+  gt = _poses(4, seed=42)
+  pred = 0.6 * gt + np.random.default_rng(43).normal(scale=30.0, size=gt.shape)
+  meta = {'scene': np.array(['a'] * 4)}
+  valid = np.ones(gt.shape[:2], bool)
+  fixed = protocols.evaluate('generic', pred, gt, valid, meta,
+                             global_scale_size=metrics.ZHOU_SKELETON_SIZE)
+  own = protocols.evaluate('generic', pred, gt, valid, meta)
+  expected = metrics.global_scale_mpjpe(pred, gt, size=metrics.ZHOU_SKELETON_SIZE).mean()
+  assert fixed['global_scale_mpjpe'] == pytest.approx(expected)
+  assert own['global_scale_mpjpe'] == pytest.approx(metrics.global_scale_mpjpe(pred, gt).mean())
+  assert fixed['mpjpe'] == own['mpjpe']
+  assert '4296.99 mm' in fixed['global_scale_reference']
+
+
+def test_real_human36m_skeletons_are_not_zhou_et_al_s_fixed_size(real_fixtures):
+  """On the four real Human3.6M frames (S1, S5, S7, S8) the two references of "globally
+  scaled" differ: each subject has its own size over skeleton.BONES, all below 4296.99 mm
+  (Zhou et al.'s sum is over their own 16-joint skeleton)."""
+  data = np.load(real_fixtures / 'h36m' / 'annotations.npz')
+  gt = data['S'][..., :3] * 1000.0
+  gt -= gt[:, :1]
+  sizes = _bone_sum(gt)
+  np.testing.assert_allclose(sizes, [4150.1, 4003.2, 4074.0, 4229.1], atol=0.1)
+  # A prediction of the right shape at 90% size: exact after the ground truth's own scale,
+  # off by the size ratio after the fixed one.
+  pred = 0.9 * gt
+  np.testing.assert_allclose(metrics.global_scale_mpjpe(pred, gt, size=0), 0, atol=1e-9)
+  ratio = metrics.ZHOU_SKELETON_SIZE / sizes - 1
+  np.testing.assert_allclose(
+      metrics.global_scale_mpjpe(pred, gt, size=metrics.ZHOU_SKELETON_SIZE),
+      ratio * np.linalg.norm(gt, axis=-1).mean(-1), rtol=1e-9)
 
 
 def test_bad_input_raises_naming_the_argument():

@@ -47,6 +47,7 @@ import jax
 import conftest
 # ablation and benchmark imported only: they run the same training and evaluation code.
 from jaxpose import ablation, benchmark, evaluate, export, predict, train
+from jaxpose.inference import export as export_lib, predictor as predictor_lib, video
 data_dir, workdir, image = sys.argv[1:4]
 config = conftest.load_config('synthetic')
 config.data.data_dir = data_dir
@@ -55,9 +56,9 @@ config.checkpoint_every_steps = 2
 config.image_every_steps = 2
 state = train.train_and_evaluate(config, workdir)  # resumes at step 2
 reports = evaluate.restore_and_evaluate(config, workdir)
-predictor = predict.Predictor(workdir)
+predictor = predictor_lib.Predictor(workdir)
 prediction = predictor.predict(image)
-exported = jax.export.deserialize(export.export_crops(predictor).serialize())
+exported = jax.export.deserialize(export_lib.export_crops(predictor).serialize())
 crops = np.zeros((2, predictor.input_size, predictor.input_size, 3), np.uint8)
 outputs = exported.call(crops)
 print('RESULT', json.dumps(dict(
@@ -90,7 +91,7 @@ def test_train_resume_evaluate_predict_and_export_without_tensorflow(tmp_path):
   [line] = [l for l in out.splitlines() if l.startswith('RESULT')]
   result = json.loads(line.split(' ', 1)[1])
   assert result['step'] == 4
-  assert set(result['mpjpe']) == {'studio_test', 'wild_test'}
+  assert set(result['mpjpe']) == {'studio_val', 'wild_val'}
   assert all(np.isfinite(v) for v in result['mpjpe'].values())
   assert result['pose_3d'] == [17, 3]
   assert result['exported'] and all(shape[0] == 2 for shape in result['exported'])

@@ -1,4 +1,4 @@
-"""The Colab demo runs top to bottom on CPU, against the smoke checkpoint of test_predict."""
+"""The Colab demo runs top to bottom on CPU, against conftest's smoke checkpoint."""
 
 import json
 
@@ -6,13 +6,12 @@ import nbformat
 from nbclient import NotebookClient
 
 import conftest
-from test_predict import trained_smoke_workdir
 
 NOTEBOOK = conftest.REPO / 'launch' / 'colab' / 'demo.ipynb'
 
 
-def test_demo_notebook_runs(tmp_path, monkeypatch):
-  monkeypatch.setenv('JAXPOSE_WORKDIR', trained_smoke_workdir())
+def test_demo_notebook_runs(trained_smoke_workdir, tmp_path, monkeypatch):
+  monkeypatch.setenv('JAXPOSE_WORKDIR', trained_smoke_workdir)
   monkeypatch.setenv('JAXPOSE_DATA_DIR', conftest.DATA_DIR)
   monkeypatch.setenv('JAXPOSE_OUT', str(tmp_path))
   notebook = nbformat.read(NOTEBOOK, as_version=4)

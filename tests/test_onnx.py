@@ -1,7 +1,7 @@
-"""jaxpose.onnx_export against JAX itself: each translated primitive on small functions at two
-batch sizes, the pending-convolution folding (BatchNorm and ReLU into the Conv), the
-Predictor's two backends on the real photos, and a named error for a primitive without a
-rule. (The exported file in ONNX Runtime alone is tested in test_export.)"""
+"""jaxpose.inference.onnx_export against JAX itself: each translated primitive on small
+functions at two batch sizes, the pending-convolution folding (BatchNorm and ReLU into the
+Conv), the Predictor's two backends on the real photos, and a named error for a primitive
+without a rule. (The exported file in ONNX Runtime alone is tested in test_export.)"""
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +10,8 @@ import onnx
 import onnxruntime
 import pytest
 
-from jaxpose import onnx_export
-from jaxpose import predict
-from test_predict import _real_photos
-from test_predict import trained_smoke_workdir
+from jaxpose.inference import onnx_export
+from jaxpose.inference import predictor as predictor_lib
 
 
 def _run_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict:
@@ -87,12 +85,12 @@ def test_a_primitive_without_a_rule_is_named():
     onnx_export.to_onnx(lambda x: dict(y=jnp.sort(x, axis=1)), (5,), np.float32, 'x')
 
 
-def test_predictor_backends_agree_on_the_real_photos(real_fixtures):
-  workdir = trained_smoke_workdir()
-  photos = _real_photos(real_fixtures)
-  paths, boxes, focals = zip(*photos)
-  by_jax = predict.Predictor(workdir).predict_many(paths, boxes, focals)
-  by_onnx = predict.Predictor(workdir, backend='onnxruntime').predict_many(paths, boxes, focals)
+def test_predictor_backends_agree_on_the_real_photos(predictor, trained_smoke_workdir,
+                                                     real_photos):
+  paths, boxes, focals = zip(*real_photos)
+  by_jax = predictor.predict_many(paths, boxes, focals)
+  by_onnx = predictor_lib.Predictor(trained_smoke_workdir, backend='onnxruntime').predict_many(
+      paths, boxes, focals)
   for a, b in zip(by_jax, by_onnx):
     np.testing.assert_allclose(b['pose_3d'], a['pose_3d'], atol=1e-2)  # mm
     np.testing.assert_allclose(b['pose_2d'], a['pose_2d'], atol=1e-3)  # px
@@ -102,4 +100,4 @@ def test_predictor_backends_agree_on_the_real_photos(real_fixtures):
 
 def test_an_unknown_backend_is_refused():
   with pytest.raises(ValueError, match="backend='tflite'"):
-    predict.Predictor('unused', backend='tflite')
+    predictor_lib.Predictor('unused', backend='tflite')

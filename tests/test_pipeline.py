@@ -446,7 +446,8 @@ def test_build_killed_midway_leaves_nothing_trusted_and_builds_again(tmp_path):
   builder = tfds_io.get_builder('synthetic_humans', str(data_dir), 'smoke')
   assert builder.is_prepared()
   assert {n: s.num_examples for n, s in builder.info.splits.items()} == {
-      'studio_train': 64, 'wild_train': 64, 'studio_test': 32, 'wild_test': 32}
+      'studio_train': 64, 'wild_train': 64, 'studio_val': 32, 'wild_val': 32,
+      'studio_test': 32, 'wild_test': 32}
   for split in builder.info.splits:
     tfds_io.check_readable(builder, split)
     assert len(builder.as_data_source(split)) == builder.info.splits[split].num_examples

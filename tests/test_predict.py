@@ -1,15 +1,13 @@
 """Prediction on photos: the library, the command line, and their errors.
 
-A smoke checkpoint is trained once per test process (``trained_smoke_workdir``, which the
-notebook test shares); the photos are the real MPII and Human3.6M samples of
-``../shared/fixtures/real`` (skipped where absent).
+A smoke checkpoint is trained once per test process (conftest's ``trained_smoke_workdir``,
+which the other inference tests share); the photos are the real MPII and Human3.6M samples
+of ``../shared/fixtures/real`` (``real_photos``, skipped where absent).
 """
 
-import functools
 import io
 import json
 import shutil
-import tempfile
 
 import jax
 import numpy as np
@@ -25,48 +23,15 @@ from jaxpose import skeleton
 from jaxpose import train
 from jaxpose.data import crops
 from jaxpose.data import synthetic
+from jaxpose.inference import boxes as box_lib
+from jaxpose.inference import crop
+from jaxpose.inference import intrinsics
+from jaxpose.inference import output
+from jaxpose.inference import predictor as predictor_lib
 from conftest import load_config
 from conftest import run_main
 
 J = skeleton.NUM_JOINTS
-
-
-@functools.lru_cache(maxsize=None)
-def trained_smoke_workdir() -> str:
-  """A workdir with a checkpoint of the synthetic smoke config (two steps)."""
-  workdir = tempfile.mkdtemp(prefix='jaxpose_predict_')
-  config = load_config('synthetic')
-  config.total_steps = 2
-  config.checkpoint_every_steps = 2
-  config.image_every_steps = 0
-  config.data.eval = {}  # prediction needs a checkpoint, not its evaluation
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def predictor():
-  return predict.Predictor(trained_smoke_workdir())
-
-
-def _real_photos(root):
-  """(path, person box x, y, w, h, focal or None) of every real sample: MPII's boxes from
-  its centre and scale (box height / 200 px); Human3.6M's too, with its camera's focal."""
-  photos = []
-  for record in json.loads((root / 'mpii' / 'annotations.json').read_text()):
-    half = 100 * record['scale']
-    (cx, cy) = record['center']
-    photos.append((root / 'mpii' / 'images' / record['image'],
-                   (cx - half, cy - half, 2 * half, 2 * half), None))
-  h36m = np.load(root / 'h36m' / 'annotations.npz')
-  cameras = json.loads((root / 'h36m' / 'cameras.json').read_text())
-  for name, (cx, cy), scale in zip(h36m['imgname'], h36m['center'], h36m['scale']):
-    subject, camera = name.split('/')[0], name.split('/')[1].split('.')[-1]
-    half = 100 * scale
-    focal = float(np.mean(cameras[f'{subject}_{camera}']['f']))
-    photos.append((root / 'h36m' / 'images' / name,
-                   (cx - half, cy - half, 2 * half, 2 * half), focal))
-  return photos
 
 
 def _check(prediction, width, height):
@@ -109,7 +74,7 @@ def test_exact_network_outputs_give_back_the_camera_frame_pose(virtual_camera):
   frame, is the person's own pose and position."""
   sample = synthetic.render_sample('wild_test', 3, image_size=256)
   lo, hi = sample.joints_2d.min(0), sample.joints_2d.max(0)
-  centre, side = predict.person_region((*lo, *(hi - lo)), (256, 256), 'sample')
+  centre, side = crop.person_region((*lo, *(hi - lo)), (256, 256), 'sample')
   size = 64
   matrix = geometry.crop_matrix(centre, side, size)
   focal, principal = geometry.transform_intrinsics(matrix, sample.focal, sample.principal)
@@ -118,7 +83,7 @@ def test_exact_network_outputs_give_back_the_camera_frame_pose(virtual_camera):
   root = sample.joints_3d[skeleton.ROOT]
   crop_scale = focal[0] / (rotation @ root)[2]
   crop_principal = geometry.project(root[None], focal, principal)[0]
-  pose, got_root, root_pixel = predict.to_camera(
+  pose, got_root, root_pixel = geometry.to_camera(
       geometry.to_crop_frame(geometry.root_centre(sample.joints_3d), rotation), crop_scale,
       crop_principal, matrix, sample.focal[0], sample.principal, size, virtual_camera)
   np.testing.assert_allclose(pose, geometry.root_centre(sample.joints_3d), atol=1e-6)
@@ -126,8 +91,8 @@ def test_exact_network_outputs_give_back_the_camera_frame_pose(virtual_camera):
   np.testing.assert_allclose(root_pixel, sample.joints_2d[skeleton.ROOT], atol=1e-6)
 
 
-def test_real_photos_with_and_without_a_box(predictor, real_fixtures):
-  photos = _real_photos(real_fixtures)
+def test_real_photos_with_and_without_a_box(predictor, real_photos):
+  photos = real_photos
   paths, boxes, focals = zip(*photos)
   with_box = predictor.predict_many(paths, boxes, focals)
   # Finding the person runs the network twice; a few photos of both datasets suffice.
@@ -149,11 +114,11 @@ def test_real_photos_with_and_without_a_box(predictor, real_fixtures):
     _check(prediction, width, height)
     assert prediction['box'] is None
   mpii = without[0]
-  assert mpii['intrinsics']['focal'] == pytest.approx(predict.default_focal(1280))
+  assert mpii['intrinsics']['focal'] == pytest.approx(intrinsics.default_focal(1280))
 
 
-def test_batched_equals_one_by_one(predictor, real_fixtures):
-  photos = _real_photos(real_fixtures)[2:5]
+def test_batched_equals_one_by_one(predictor, real_photos):
+  photos = real_photos[2:5]
   images = [np.asarray(Image.open(path).convert('RGB')) for path, _, _ in photos]
   boxes = [photos[0][1], None, photos[2][1]]
   batched = predictor.predict_many(images, boxes)
@@ -163,9 +128,9 @@ def test_batched_equals_one_by_one(predictor, real_fixtures):
       np.testing.assert_allclose(together[key], alone[key], rtol=1e-4, atol=1e-3)
 
 
-def test_command_line_writes_json_and_picture(real_fixtures, tmp_path):
-  (first, box, _), (second, _, _) = _real_photos(real_fixtures)[:2]
-  argv = [f'--workdir={trained_smoke_workdir()}', f'--image={first}',
+def test_command_line_writes_json_and_picture(trained_smoke_workdir, real_photos, tmp_path):
+  (first, box, _), (second, _, _) = real_photos[:2]
+  argv = [f'--workdir={trained_smoke_workdir}', f'--image={first}',
           f'--image={second}', f'--bbox={",".join(map(str, box))}', '--bbox=10,20,300,400',
           '--focal=1000', f'--out={tmp_path}']
   run_main(predict, argv)
@@ -180,23 +145,23 @@ def test_command_line_writes_json_and_picture(real_fixtures, tmp_path):
                                   'focal_source': 'focal', 'focal_assumed': False}
     assert np.all(np.isfinite(data['pose_3d'])) and np.shape(data['pose_3d']) == (J, 3)
     picture = Image.open(tmp_path / f'{path.stem}.png')
-    h = predict.PICTURE_HEIGHT
+    h = output.PICTURE_HEIGHT
     assert picture.size == (round(width * h / height) + 2 * h, h)
   assert data['box'] == [10, 20, 300, 400]
 
 
-def test_bad_inputs_are_named(predictor, tmp_path):
+def test_bad_inputs_are_named(trained_smoke_workdir, predictor, tmp_path):
   with pytest.raises(FileNotFoundError, match=f'no checkpoint in {tmp_path}'):
-    predict.Predictor(str(tmp_path))
+    predictor_lib.Predictor(str(tmp_path))
   (tmp_path / 'checkpoints').mkdir()
   with pytest.raises(FileNotFoundError, match=f'no checkpoint in {tmp_path}'):
-    predict.Predictor(str(tmp_path))
+    predictor_lib.Predictor(str(tmp_path))
   with pytest.raises(FileNotFoundError, match='no checkpoint for step 5 in .*steps there: '
                                               r'\[2\]'):
-    predict.Predictor(trained_smoke_workdir(), step=5)
+    predictor_lib.Predictor(trained_smoke_workdir, step=5)
 
   diverged = tmp_path / 'diverged'
-  shutil.copytree(trained_smoke_workdir(), diverged)
+  shutil.copytree(trained_smoke_workdir, diverged)
   ckpt = checkpoint.Checkpointer(str(diverged))
   fresh = train.setup(load_config('synthetic'), parallel.make_mesh(jax.devices()[:1])).state
   state, meta = ckpt.restore(fresh)
@@ -204,7 +169,7 @@ def test_bad_inputs_are_named(predictor, tmp_path):
   ckpt.close()
   with pytest.raises(ValueError, match=f'checkpoint of step 3 in {diverged}/checkpoints holds '
                                        r'non-finite parameters .*steps there: \[2, 3\]'):
-    predict.Predictor(str(diverged))
+    predictor_lib.Predictor(str(diverged))
 
   corrupt = tmp_path / 'corrupt.jpg'
   corrupt.write_bytes(b'\xff\xd8 not really a JPEG')
@@ -230,20 +195,20 @@ def test_bad_inputs_are_named(predictor, tmp_path):
   with pytest.raises(ValueError, match='focal of .*photo.png must be a positive number'):
     predictor.predict(photo, focal=-1.0)
   with pytest.raises(ValueError, match="--bbox must be four numbers x,y,w,h, got '1,2,3'"):
-    predict.parse_box('1,2,3')
+    box_lib.parse_box('1,2,3')
 
 
 def test_boxes_must_overlap_the_image_and_be_at_most_4_times_its_size():
   size = (40, 30)
   # Past the border (a person cut off by it) and up to 4 times the longer side: accepted.
-  np.testing.assert_array_equal(predict.check_box((-100, -5, 160, 10), size, 'b'),
+  np.testing.assert_array_equal(box_lib.check_box((-100, -5, 160, 10), size, 'b'),
                                 [-100, -5, 160, 10])
   for box, problem in [((0, 0, 160.5, 10), 'is larger than 4 times'),
                        ((0, 0, 10, 1e9), 'is larger than 4 times'),
                        ((40, 0, 10, 10), 'lies outside'), ((-10, 5, 10, 10), 'lies outside'),
                        ((0, 0, np.inf, 10), 'four finite numbers')]:
     with pytest.raises(ValueError, match=problem):
-      predict.check_box(box, size, 'b')
+      box_lib.check_box(box, size, 'b')
 
 
 def test_command_line_rejects_a_huge_box_before_restoring(tmp_path):
@@ -269,14 +234,14 @@ def test_outputs_in_a_non_local_folder(predictor, tmp_path):
   image = np.zeros((48, 64, 3), np.uint8)
   prediction = predictor.predict(image, box=(10, 5, 30, 40))
   out = f'ram://{tmp_path}/out'
-  json_path, png_path = predict.write(prediction, image, out, 'photo', {'image': 'photo.png'})
+  json_path, png_path = output.write(prediction, image, out, 'photo', {'image': 'photo.png'})
   assert (json_path, png_path) == (f'{out}/photo.json', f'{out}/photo.png')
   saved = json.loads(fileio.read_text(json_path))
   np.testing.assert_allclose(saved['pose_3d'], prediction['pose_3d'], rtol=1e-6)
   assert saved['image'] == 'photo.png'
   with fileio.gfile.GFile(png_path, 'rb') as f:
     picture = Image.open(io.BytesIO(f.read()))
-  h = predict.PICTURE_HEIGHT
+  h = output.PICTURE_HEIGHT
   assert picture.size == (round(64 * h / 48) + 2 * h, h)
   with pytest.raises(ValueError, match=r"--out=ram://x: a video's outputs are written by "
                                        'OpenCV, which needs a local folder'):

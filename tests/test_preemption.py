@@ -20,8 +20,8 @@ from jaxpose import train
 from jaxpose.data import tfds_io
 from conftest import DATA_DIR, REPO, load_config, multiprocess_env
 
-# Checkpoints at 100 and 200 only: a signal after the first lands between them.
-RUN = dict(total_steps=200, checkpoint_every_steps=100, eval_every_steps=200,
+# Checkpoints at 30 and 60 only: a signal after the first lands between them.
+RUN = dict(total_steps=60, checkpoint_every_steps=30, eval_every_steps=60,
            image_every_steps=0, log_every_steps=10)
 GRACE_S = 60
 
@@ -51,10 +51,11 @@ def _writing(workdir) -> bool:
 
 
 def _preempt(processes, logs, workdir, targets):
-  """Sends SIGTERM to ``targets`` once the checkpoint of step 100 is there, SIGTERM and
+  """Sends SIGTERM to ``targets`` once the first checkpoint is there, SIGTERM and
   SIGINT again while the preemption checkpoint is written; returns the step each process
   names in its one-line message."""
-  _wait_for(lambda: (workdir / 'checkpoints' / '100').is_dir(), processes)
+  first = str(RUN['checkpoint_every_steps'])
+  _wait_for(lambda: (workdir / 'checkpoints' / first).is_dir(), processes)
   sent = time.monotonic()
   for p in targets:
     p.send_signal(signal.SIGTERM)
@@ -110,7 +111,7 @@ def test_sigterm_saves_the_step_reached_and_resumes_to_the_uninterrupted_state(t
   finally:
     if process.poll() is None:
       process.kill()
-  assert 100 < step < config.total_steps
+  assert config.checkpoint_every_steps < step < config.total_steps
   assert checkpoint.Checkpointer(str(workdir)).latest_step() == step
 
   again = _start(_command(workdir), tmp_path / 'again.log')
@@ -129,10 +130,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, log_stem):
+def _two_processes(workdir, log_stem, *extra):
   env = multiprocess_env(2)
   command = _command(workdir, f'--coordinator_address=127.0.0.1:{_free_port()}',
-                     '--num_processes=2')
+                     '--num_processes=2', *extra)
   logs = [workdir.parent / f'{log_stem}_{i}.log' for i in range(2)]
   return [_start(command + [f'--process_id={i}'], log, env)
           for i, log in enumerate(logs)], logs
@@ -165,7 +166,33 @@ def test_two_processes_agree_on_the_step_when_one_is_preempted(tmp_path):
     for p in processes:
       if p.poll() is None:
         p.kill()
-  assert steps[0] == steps[1] and 100 < steps[0] < config.total_steps, steps
+  assert steps[0] == steps[1] and config.checkpoint_every_steps < steps[0] < config.total_steps, steps
   _finish(*_two_processes(workdir, 'again'))
   _finish(*_two_processes(full, 'full'))
   _assert_same(_final_state(config, workdir)[0], _final_state(config, full)[0])
+
+
+def test_a_process_that_loses_the_other_exits_1_naming_it(tmp_path):
+  """kill -9 of process 1 (a crash, a lost host): process 0 fails in its next collective and
+  ends at once with one line and status 1, instead of waiting for JAX's heartbeat timeout
+  (100 s) and aborting (status 134)."""
+  tfds_io.ensure_built(tfds_io.get_builder('synthetic_humans', DATA_DIR, 'smoke'))
+  workdir = tmp_path / 'lost'
+  processes, logs = _two_processes(workdir, 'lost', '--config.total_steps=100000')
+  try:
+    # Mid-step, past the first checkpoint.
+    _wait_for(lambda: '] [40] ' in logs[0].read_text(), processes)
+    processes[1].kill()
+    killed = time.monotonic()
+    processes[0].wait(timeout=GRACE_S)
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+  assert time.monotonic() - killed < GRACE_S
+  text = logs[0].read_text()
+  assert processes[0].returncode == 1, text[-3000:]
+  last = text.strip().splitlines()[-1]
+  assert re.fullmatch(r'train\.py: error: process 0 of 2 lost another process in a collective '
+                      r'\(.*(closed|reset) by peer.*\); its log says why it stopped: start all '
+                      r'processes again to resume from the last checkpoint', last), last

@@ -2,7 +2,9 @@
 
 import json
 
+import matplotlib.colors
 import numpy as np
+import PIL.Image
 import pytest
 
 from jaxpose import protocols
@@ -184,11 +186,52 @@ def test_markdown_has_the_rows():
   assert '| noGS |' not in text and '| GS |' in text and '| All |' in text
 
 
-def test_plot_pck_writes_a_png(tmp_path):
-  pred, gt, valid, _ = _3dhp_example()
+def test_plot_pck_draws_each_alignments_curve_where_its_pck_lies(tmp_path, monkeypatch):
+  """Half the frames 40 mm off, half 120 mm off (every joint, along x): unaligned and
+  globally scaled (the bone lengths are unchanged) PCK is 0 up to 40 mm, 50 % up to
+  120 mm and 100 % beyond, the N-MPJPE scale's at 50 % at 70 mm too, and Procrustes, which
+  removes the shift, 100 % from the start. The curves are checked in the decoded PNG, at
+  the pixels where the plot's own axes put their points."""
+  gt = _gt(4)
+  pred = _shifted(gt, [40.0, 40.0, 120.0, 120.0])
+  drawn = []
+
+  class Canvas(protocols.FigureCanvasAgg):  # keeps the figure, to map data to pixels
+
+    def __init__(self, figure):
+      drawn.append(figure)
+      super().__init__(figure)
+
+  monkeypatch.setattr(protocols, 'FigureCanvasAgg', Canvas)
   path = tmp_path / 'pck.png'
-  protocols.plot_pck(pred, gt, valid, path)
-  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  protocols.plot_pck(pred, gt, _valid(4), path)
+  with PIL.Image.open(path) as image:
+    pixels = np.asarray(image.convert('RGB'), np.float64)
+  [figure] = drawn
+  axes = figure.axes[0]
+  assert pixels.shape[:2] == (figure.bbox.height, figure.bbox.width)
+  none, global_scale, least_squares, procrustes = axes.lines
+  thresholds = np.arange(151.0)
+  # A joint counts where its error is strictly below the threshold.
+  steps = 100.0 * ((thresholds > 40).astype(float) + (thresholds > 120)) / 2
+  for line, expected in ((none, steps), (global_scale, steps),
+                         (procrustes, 100.0 * (thresholds > 0))):
+    np.testing.assert_allclose(line.get_ydata(), expected)
+  assert least_squares.get_ydata()[70] == 50.0
+
+  def colour_at(threshold, pck):
+    x, y = axes.transData.transform((threshold, pck))
+    return pixels[int(round(figure.bbox.height - y - 0.5)), int(x)]
+
+  colours = [255 * np.array(matplotlib.colors.to_rgb(line.get_color())) for line in axes.lines]
+  # Away from the grid's ticks (multiples of 20) and the legend (lower right), the last
+  # curve drawn through a point shows there; the axes' frame hides a curve at 0 or 100 %.
+  np.testing.assert_allclose(colour_at(70, 50), colours[2], atol=40)
+  for pck in (30, 75):  # no curve between the steps
+    np.testing.assert_allclose(colour_at(70, pck), 255.0)
+  # Every curve has its colour in the picture (the legend's sample at least).
+  for colour in colours:
+    assert np.sum(np.all(np.abs(pixels - colour) < 20, -1)) >= 10, colour
 
 
 def test_bad_input_is_refused_clearly():

@@ -147,5 +147,5 @@ def test_evaluation_of_a_read_only_workdir_fails_before_evaluating_or_writes_els
     out = tmp_path / 'reports'
     done = _run('evaluate', *SMOKE, f'--workdir={disk / "work"}', f'--out={out}')
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (out / '2' / 'synthetic_humans_wild_test.json').exists()
+    assert (out / '2' / 'synthetic_humans_wild_val.json').exists()
 

@@ -252,7 +252,7 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_state(tmp_pat
   full_meta = full_ckpt.read_meta()
   full_ckpt.close()
   assert meta['data_position'] == full_meta['data_position']
-  for name in ('synthetic_humans_wild_test.json', 'synthetic_humans_studio_test.json'):
+  for name in ('synthetic_humans_wild_val.json', 'synthetic_humans_studio_val.json'):
     killed_report, full_report = (json.loads((d / 'eval' / '8' / name).read_text())
                                   for d in (workdir, tmp_path / 'full'))
     assert killed_report['mpjpe'] == pytest.approx(full_report['mpjpe'], rel=1e-5)

@@ -1,6 +1,6 @@
 """Video: frames, tracking, smoothing, and the files written, on a rendered walking person.
 
-The smoke checkpoint of test_predict has trained two steps: its 2D does not find a person.
+conftest's smoke checkpoint has trained two steps: its 2D does not find a person.
 So the track's geometry is checked with the renderer's 2D standing in for a network that
 does (``_TrueTwoD``: the real pipeline around it, only the network's 2D replaced), and the
 files, the per-frame crops and the smoothing with the real network.
@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from jaxpose import predict
-from jaxpose import smoothing
-from jaxpose import video
 from jaxpose.data import synthetic
+from jaxpose.inference import intrinsics
+from jaxpose.inference import predictor as predictor_lib
+from jaxpose.inference import smoothing
+from jaxpose.inference import video
 from conftest import run_main
-from test_predict import trained_smoke_workdir
 
 FRAMES = 24
 SIZE = (320, 240)  # width, height
@@ -59,12 +60,7 @@ def _frame_count(path) -> int:
   return count
 
 
-@pytest.fixture(scope='module')
-def predictor():
-  return predict.Predictor(trained_smoke_workdir())
-
-
-class _TrueTwoD(predict.Predictor):
+class _TrueTwoD(predictor_lib.Predictor):
   """The checkpoint's network with its 2D replaced by the rendered person's (confidence 1,
   or 0 in frames without the person), as a network that finds the person would give."""
 
@@ -91,7 +87,7 @@ def test_track_follows_a_moving_person_and_recovers_when_lost(predictor):
   assert [index for index, *_ in results] == list(range(FRAMES))
   boxes = [people[0]['box'] for *_, people in results]
   # Frame 0: the whole-frame pass (no box); frame 1 alone, cropped on frame 0's 2D, measures
-  # the speed; then batches of predict.BATCH frames, cropped where the last frame before
+  # the speed; then batches of predictor.BATCH frames, cropped where the last frame before
   # them put the person, moved along its velocity: a steady motion is followed exactly.
   assert boxes[0] is None
   np.testing.assert_allclose(boxes[1], video.extent_box(joints[0]), atol=1e-9)
@@ -113,7 +109,7 @@ def test_track_follows_a_moving_person_and_recovers_when_lost(predictor):
   assert len(whole) == 2
 
 
-def test_video_with_detections_files_and_smoothing(predictor, tmp_path):
+def test_video_with_detections_files_and_smoothing(trained_smoke_workdir, predictor, tmp_path):
   """A detector's boxes on every frame (COCO-style, image_id = frame index): one person per
   frame on one track, the files, and smoothing that lowers the real network's jitter."""
   frames, joints = _walk()
@@ -124,7 +120,7 @@ def test_video_with_detections_files_and_smoothing(predictor, tmp_path):
   detections.append(dict(image_id=3, category_id=1, score=0.2, bbox=[0, 0, 50, 50]))
   boxes_file = tmp_path / 'detections.json'
   boxes_file.write_text(json.dumps(detections))
-  argv = [f'--workdir={trained_smoke_workdir()}', f'--video={clip}',
+  argv = [f'--workdir={trained_smoke_workdir}', f'--video={clip}',
           f'--boxes={boxes_file}', f'--out={tmp_path / "out"}', '--fov=60']
   run_main(predict, argv)
   lines = [json.loads(line) for line in (tmp_path / 'out' / 'clip.jsonl').read_text()
@@ -138,7 +134,7 @@ def test_video_with_detections_files_and_smoothing(predictor, tmp_path):
   person = lines[3]['people'][0]
   assert np.shape(person['pose_3d']) == (17, 3)
   assert person['intrinsics']['focal_source'] == 'fov'
-  assert person['intrinsics']['focal'] == pytest.approx(predict.fov_focal(60, SIZE[0]))
+  assert person['intrinsics']['focal'] == pytest.approx(intrinsics.fov_focal(60, SIZE[0]))
   assert lines[0]['checkpoint']['step'] == 2
   assert _frame_count(tmp_path / 'out' / 'clip.mp4') == FRAMES
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['clip.jsonl', 'clip.mp4']

@@ -106,7 +106,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     skipped = collections.Counter()
     for i in indices:
       name = config.image_name.format(i + 1)
-      image = _load_image(root / 'images' / name, path)
+      image = readers.read_image(root / 'images' / name,
+                                 f'the image of {path}, as every image of the release')
       if image is None:
         skipped['undecodable images'] += 1
         continue
@@ -142,14 +143,3 @@ def read_joints(path: epath.Path) -> np.ndarray:
     return joints.transpose(2, 0, 1)
   raise ValueError(f'{path}: joints has shape {joints.shape}; expected 3×14×N (LSP) or '
                    '14×3×N (LSP-extended)')
-
-
-def _load_image(path: epath.Path, annotation: epath.Path) -> np.ndarray | None:
-  """(H, W, 3) uint8 pixels, or None (logged) when the file cannot be decoded."""
-  if not path.exists():
-    raise FileNotFoundError(f'{path}: image of {annotation} not found; expected every '
-                            'image of the release in that folder')
-  image = readers.decode_image(path.read_bytes())
-  if image is None:
-    logging.warning('%s: cannot decode; skipped.', path)
-  return image

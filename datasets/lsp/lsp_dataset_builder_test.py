@@ -155,7 +155,7 @@ class BadDataTest(absltest.TestCase):
 
   def test_missing_image(self):
     (self.manual_dir / 'lsp_dataset' / 'images' / 'im0002.jpg').unlink()
-    with self.assertRaisesRegex(FileNotFoundError, 'im0002.jpg: image of .*joints.mat'):
+    with self.assertRaisesRegex(FileNotFoundError, 'im0002.jpg not found: expected the image of .*joints.mat'):
       _build(self, self.manual_dir, 'lsp')
 
 

@@ -125,7 +125,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       by_image[person.image].append(person)
     skipped = collections.Counter()
     for image_name, persons in by_image.items():
-      image = _load_image(images_dir / image_name, path)
+      image = readers.read_image(
+          images_dir / image_name,
+          f'the image listed in {path}, as every image of mpii_human_pose_v1.tar.gz')
       if image is None:
         skipped['undecodable images'] += 1
         continue
@@ -240,14 +242,3 @@ def _elements(value) -> list:
 def _text(value) -> str:
   """A MATLAB char field, which is an empty array where it was left empty."""
   return value if isinstance(value, str) else ''
-
-
-def _load_image(path: epath.Path, annotation: epath.Path) -> np.ndarray | None:
-  """(H, W, 3) uint8 pixels, or None (logged) when the file cannot be decoded."""
-  if not path.exists():
-    raise FileNotFoundError(f'{path}: image listed in {annotation} not found; expected '
-                            'the images of mpii_human_pose_v1.tar.gz in that folder')
-  image = readers.decode_image(path.read_bytes())
-  if image is None:
-    logging.warning('%s: cannot decode; skipped.', path)
-  return image

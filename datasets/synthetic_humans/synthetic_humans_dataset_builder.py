@@ -22,23 +22,27 @@ from jaxpose.data import synthetic
 @dataclasses.dataclass
 class SyntheticHumansConfig(tfds.core.BuilderConfig):
   """How many examples each split gets, and their side in pixels."""
-  train_size: int = 0  # studio_train and wild_train each
-  test_size: int = 0   # studio_test and wild_test each
+  train_size: int = 0       # studio_train and wild_train each
+  validation_size: int = 0  # studio_val and wild_val each
+  test_size: int = 0        # studio_test and wild_test each
   image_size: int = 192
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic people in a studio and in the wild."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.',
-                   '1.1.0': 'The common format gains mask and has_mask.'}
+                   '1.1.0': 'The common format gains mask and has_mask.',
+                   '1.2.0': 'Validation splits (the former test subjects); fresh test '
+                            'subjects; a wild domain with its own activities, viewpoints, '
+                            'truncation, occlusion and MPII/LSP-style labels.'}
   BUILDER_CONFIGS = [
       # Builds in about 1.5 minutes on one CPU core, 1 on two.
       SyntheticHumansConfig(name='default', description='The quickstart training set.',
-                            train_size=6000, test_size=600),
+                            train_size=6000, validation_size=600, test_size=600),
       SyntheticHumansConfig(name='smoke', description='A few examples for tests and CI.',
-                            train_size=64, test_size=32),
+                            train_size=64, validation_size=32, test_size=32),
   ]
 
   def download_and_prepare(self, **kwargs) -> None:
@@ -66,7 +70,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str):
     config = self.builder_config
-    size = config.train_size if synthetic.SPLITS[split].train else config.test_size
+    size = {'train': config.train_size, 'validation': config.validation_size,
+            'test': config.test_size}[synthetic.SPLITS[split].role]
     render = functools.partial(synthetic.make_example, split, image_size=config.image_size)
     for index, example in enumerate(self._pool.map(render, range(size), chunksize=16)):
       # PIL's JPEG encoder is faster than the TensorFlow op TFDS would run per example.

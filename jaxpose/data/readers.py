@@ -1,5 +1,5 @@
 """Readers for the raw files of the 3D pose datasets (Human3.6M, MPI-INF-3DHP), shared by
-their TFDS builders.
+their TFDS builders; ``Video`` also reads the videos prediction runs on.
 
 Files are read through ``etils.epath`` (the TFDS builder tests forbid ``open`` and
 ``os.path`` in builder modules); only OpenCV and cdflib, which need a path, get one. Every
@@ -14,6 +14,7 @@ import json
 import os
 from typing import Callable, Iterator
 
+from absl import logging
 import cdflib
 import cv2
 import h5py
@@ -40,39 +41,62 @@ class Intrinsics:
 
 class Video:
   """A video decoded front to back (seeking in long H.264 streams is slow and can land
-  on the wrong frame).
+  on the wrong frame), for the dataset builders and for prediction.
 
-  Use as a context manager; after ``frames`` has run, ``length`` is one more than the
-  index of the last frame seen, the number of frames the video is known to have.
+  Use as a context manager. ``fps``, ``frame_count``, ``width`` and ``height`` are what the
+  container says (``fps`` 0 where it gives none). While ``frames`` runs, ``time`` is the time
+  stamp (s) of the frame it yielded last (NaN where the container gives none), ``length``
+  one more than the index of the last frame seen (the number of frames the video is known
+  to have), and ``skipped`` the frames left out as undecodable.
   """
 
-  def __init__(self, path: epath.Path):
+  def __init__(self, path):
+    path = epath.Path(path)
     self.path = path
-    if not path.exists():
-      raise FileNotFoundError(f'{path}: video not found')
+    if not path.is_file():
+      raise FileNotFoundError(f'video {path} does not exist')
     self._capture = cv2.VideoCapture(os.fspath(path))
     if not self._capture.isOpened():
-      raise ValueError(f'{path}: OpenCV cannot open this video; expected a video file '
-                       'that FFmpeg decodes (extract it again from its archive)')
-    self._fps = self._capture.get(cv2.CAP_PROP_FPS)
-    self.length = 0
+      raise ValueError(f'cannot read video {path}: OpenCV finds no decodable video stream in '
+                       'it; expected a video file that FFmpeg decodes')
+    self.fps = float(self._capture.get(cv2.CAP_PROP_FPS))
+    self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    self.length = self.skipped = 0
+    self.time = float('nan')
 
   def __enter__(self) -> Video:
     return self
 
   def __exit__(self, *unused_exc_info) -> None:
+    self.close()
+
+  def close(self) -> None:
     self._capture.release()
 
-  def frames(self, wanted: Callable[[int], bool],
-             stop: int) -> Iterator[tuple[int, np.ndarray | None]]:
-    """Yields ``(index, frame)`` for each frame before ``stop`` with ``wanted(index)``.
+  def frames(self, wanted: Callable[[int], bool] = lambda index: True,
+             stop: int | None = None,
+             undecodable: str = 'none') -> Iterator[tuple[int, np.ndarray | None]]:
+    """Yields ``(index, frame)`` for each frame (before ``stop``) with ``wanted(index)``.
 
-    ``frame`` is (H, W, 3) uint8 RGB, or None where that frame could not be decoded.
-    Such a frame makes ``grab`` fail and the next call go on with the frame after it, so
-    the index of each frame comes from its timestamp: a lost frame leaves a gap (reported
-    as None) instead of moving every later frame onto the labels of the one before it.
-    Frames lost at the very end cannot be told from the end of the video.
+    ``frame`` is (H, W, 3) uint8 RGB. A frame that cannot be decoded makes ``grab`` fail
+    and the next call go on with the frame after it, so the index of each frame comes from
+    its timestamp: a lost frame leaves a gap instead of moving every later frame onto the
+    labels of the one before it. ``undecodable`` says what becomes of such a frame: 'none'
+    yields None in its place (labels by frame index stay aligned), 'skip' leaves it out and
+    counts it in ``skipped``. Frames lost at the very end cannot be told from the end of the
+    video.
     """
+    if undecodable not in ('none', 'skip'):
+      raise ValueError(f'undecodable={undecodable!r}: expected \'none\' or \'skip\'')
+
+    def lost(index):
+      if undecodable == 'none':
+        yield index, None
+      else:
+        self.skipped += 1
+
     last, failed = -1, 0
     while failed < _MAX_FAILED_GRABS:
       if not self._capture.grab():
@@ -80,20 +104,24 @@ class Video:
         continue
       failed = 0
       index = self._index(last)
-      for lost in range(last + 1, min(index, stop)):
-        if wanted(lost):
-          yield lost, None
+      for missing in range(last + 1, index if stop is None else min(index, stop)):
+        if wanted(missing):
+          yield from lost(missing)
       last = index
       self.length = index + 1
-      if index >= stop:
+      if stop is not None and index >= stop:
         return
       if wanted(index):
+        self.time = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
         ok, bgr = self._capture.retrieve()
-        yield index, np.ascontiguousarray(bgr[..., ::-1]) if ok else None
+        if ok and bgr is not None:
+          yield index, np.ascontiguousarray(bgr[..., ::-1])
+        else:
+          yield from lost(index)
 
   def _index(self, last: int) -> int:
-    if self._fps > 0:
-      index = round(self._capture.get(cv2.CAP_PROP_POS_MSEC) * self._fps / 1000.0)
+    if self.fps > 0:
+      index = round(self._capture.get(cv2.CAP_PROP_POS_MSEC) * self.fps / 1000.0)
       if index > last:
         return index
     # No usable timestamp: count frames instead.
@@ -107,6 +135,16 @@ def decode_image(data: bytes) -> np.ndarray | None:
       return np.asarray(image.convert('RGB'))
   except OSError:  # Unknown format or truncated data.
     return None
+
+
+def read_image(path: epath.Path, what: str) -> np.ndarray | None:
+  """(H, W, 3) uint8 RGB pixels of the image file ``path``, or None (logged) when it cannot
+  be decoded; a missing file raises ``require``'s error naming ``what`` it should be."""
+  require(path, what)
+  image = decode_image(path.read_bytes())
+  if image is None:
+    logging.warning('%s: cannot decode; skipped.', path)
+  return image
 
 
 def require(path: epath.Path, what: str) -> None:

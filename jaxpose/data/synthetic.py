@@ -1,16 +1,18 @@
 """Synthetic people: plausible H36M-17 poses rendered as shaded limbs, with exact labels.
 
 Lets the quickstart train and evaluate with no download. A pose is drawn inside
-anatomical joint limits (``JOINT_LIMITS``) on a per-subject skeleton, placed 3–7 m in
+anatomical joint limits on a per-subject skeleton (``synthetic_people``), placed 3–7 m in
 front of a perspective camera with a ~1000 px frame, and rendered straight into its
 stored crop (``jaxpose.data.crops``'s convention) with the crop's own intrinsics, so
 projecting ``joints_3d`` with them gives ``joints_2d`` exactly.
 
 The person's right limbs are dressed in warm colours and the left ones in cool colours
 in both domains: a face and feet show which way such a simple body faces, but colour is
-what tells its left from its right. Two domains mimic the paper's data mix: ``studio`` (plain or green-screen
-backdrops, fixed lighting, one outfit per subject, like Human3.6M) and ``wild`` (random
-clutter, outfits, lighting, blur and noise, like MPII/LSP).
+what tells its left from its right. Two domains mimic the paper's data mix: ``studio`` (plain
+or green-screen backdrops, fixed lighting, one outfit per subject, everyday poses seen by
+level cameras, like Human3.6M) and ``wild`` (random clutter, outfits, lighting, blur
+and noise; activities, viewpoints, truncation and occlusion the studio lacks; for training,
+2D labels of MPII's or LSP's joint sets with a human labeller's noise, like MPII/LSP).
 
   python -m jaxpose.data.synthetic --show 8 --out /tmp/synth
 """
@@ -18,9 +20,7 @@ clutter, outfits, lighting, blur and noise, like MPII/LSP).
 from __future__ import annotations
 
 import argparse
-import colorsys
 import dataclasses
-import functools
 import os
 import pathlib
 import threading
@@ -32,298 +32,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from jaxpose import geometry, skeleton, visualize
 from jaxpose.data import crops
+from jaxpose.data import synthetic_people as people
 
 _J = skeleton.JOINT_INDEX
-_SEED = 20190616  # any fixed number; changing it changes every dataset
-
-# --- Skeletons ---------------------------------------------------------------------------
-
-# Mean bone lengths of the four real Human3.6M frames in the MMPose test fixtures (S1, S5,
-# S7, S8; their `S` joints), in skeleton.BONES order; H36M's skeletons are left/right
-# symmetric.
-TEMPLATE_BONE_LENGTHS = np.array([
-    133.7, 443.0, 443.3,  # pelvis-r_hip, r_hip-r_knee, r_knee-r_ankle
-    133.7, 443.0, 443.3,  # pelvis-l_hip, l_hip-l_knee, l_knee-l_ankle
-    236.3, 254.4,         # pelvis-spine, spine-thorax
-    116.5, 115.0,         # thorax-neck, neck-head
-    150.8, 277.2, 248.0,  # thorax-l_shoulder, l_shoulder-l_elbow, l_elbow-l_wrist
-    150.8, 277.2, 248.0,  # thorax-r_shoulder, r_shoulder-r_elbow, r_elbow-r_wrist
-])
-# A subject is the template times one height factor times one factor per bone pair (the
-# same for both sides).
-HEIGHT_SCALE = (0.88, 1.12)
-BONE_JITTER = 0.06
-
-_BONE_GROUPS = [name.replace('l_', '').replace('r_', '') for name in skeleton.BONE_NAMES]
-_BONE_GROUP_INDEX = np.unique(_BONE_GROUPS, return_inverse=True)[1]
-
-
-def bone_length_bounds() -> tuple[np.ndarray, np.ndarray]:
-  """(16,) least and greatest length of each bone over all synthetic subjects."""
-  return (TEMPLATE_BONE_LENGTHS * HEIGHT_SCALE[0] * (1 - BONE_JITTER),
-          TEMPLATE_BONE_LENGTHS * HEIGHT_SCALE[1] * (1 + BONE_JITTER))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Subject:
-  """A synthetic person: proportions and the looks that stay with them."""
-  index: int
-  bone_lengths: np.ndarray  # (16,) in skeleton.BONES order
-  build: float              # limb thickness relative to an average build
-  skin: np.ndarray          # RGB in [0, 1]
-  hair: np.ndarray
-  outfit: dict              # part name → RGB: what they wear in the studio
-
-  @property
-  def name(self) -> str:
-    return f'synth_{self.index:03d}'
-
-
-_SKIN_TONES = np.array([(0.98, 0.84, 0.72), (0.93, 0.75, 0.61), (0.84, 0.63, 0.48),
-                        (0.70, 0.50, 0.36), (0.53, 0.36, 0.24), (0.38, 0.25, 0.17)])
-_HAIR_COLOURS = np.array([(0.08, 0.06, 0.05), (0.22, 0.13, 0.07), (0.42, 0.27, 0.13),
-                          (0.72, 0.56, 0.33), (0.55, 0.53, 0.50)])
-
-
-@functools.lru_cache(maxsize=None)
-def make_subject(index: int) -> Subject:
-  """The synthetic subject ``index`` (deterministic)."""
-  if index < 0:
-    raise ValueError(f'index must be >= 0, got {index}')
-  rng = np.random.default_rng((_SEED, 1, index))
-  height = rng.uniform(*HEIGHT_SCALE)
-  jitter = rng.uniform(1 - BONE_JITTER, 1 + BONE_JITTER, _BONE_GROUP_INDEX.max() + 1)
-  skin = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.95, 1.05)
-  return Subject(
-      index=index,
-      bone_lengths=TEMPLATE_BONE_LENGTHS * height * jitter[_BONE_GROUP_INDEX],
-      build=float(rng.uniform(0.85, 1.2)),
-      skin=np.clip(skin, 0, 1),
-      hair=_HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))],
-      outfit=_outfit(rng))
-
-
-# --- Poses -------------------------------------------------------------------------------
-# Angles are in degrees. Segment frames have axes (left, up, forward) of the person; a
-# neutral pose stands upright, arms hanging, facing the camera.
-
-_LIMB_LIMITS = {
-    'hip_flexion': (-20.0, 115.0),        # thigh forwards (+) or backwards
-    'hip_abduction': (-15.0, 45.0),       # thigh outwards (+) or across the midline
-    'hip_rotation': (-30.0, 40.0),        # external (+): the knee turns outwards
-    'knee_flexion': (0.0, 140.0),         # the shank swings backwards only
-    'shoulder_elevation': (0.0, 170.0),   # upper arm's angle from hanging down
-    'shoulder_plane': (-40.0, 130.0),     # direction it rises in: 0 sideways, 90 forwards
-    'shoulder_rotation': (-70.0, 90.0),   # external (+) rotation of the upper arm
-    'elbow_flexion': (0.0, 145.0),        # the forearm swings to the upper arm's front only
-}
-# Every angle of a pose and its (least, greatest) value.
-JOINT_LIMITS = {
-    'yaw': (-180.0, 180.0),               # the whole body about the vertical; 0 faces the camera
-    'pitch': (-15.0, 15.0),               # the whole body leaning forwards (+)
-    'roll': (-10.0, 10.0),                # ... and to its right (+)
-    'spine_flexion': (-20.0, 60.0),       # bending forwards, shared by both spine bones
-    'spine_lateral': (-25.0, 25.0),       # bending to the left (+)
-    'spine_twist': (-35.0, 35.0),         # shoulders turning to the left (+)
-    'neck_flexion': (-35.0, 50.0),
-    'neck_lateral': (-30.0, 30.0),
-    'neck_twist': (-60.0, 60.0),
-    **{f'{side}_{name}': limits for side in ('l', 'r') for name, limits in _LIMB_LIMITS.items()},
-}
-
-# The rest directions of the bones that are not limbs, in their segment's frame, from the
-# same four Human3.6M frames: the upper spine leans ~10° forwards, the neck/nose joint
-# sits ~35° forwards of vertical above the thorax, the head top ~30° behind vertical above
-# it, and the shoulders ~20° below the horizontal through the thorax.
-_UP = np.array([0.0, 1.0, 0.0])
-_DOWN = -_UP
-
-
-def _unit_in_sagittal_plane(degrees_forward: float) -> np.ndarray:
-  a = np.radians(degrees_forward)
-  return np.array([0.0, np.cos(a), np.sin(a)])
-
-
-_UPPER_SPINE = _unit_in_sagittal_plane(10.0)
-_NECK = _unit_in_sagittal_plane(35.0)
-_HEAD = _unit_in_sagittal_plane(-30.0)
-_SHOULDER_DROP = np.radians(20.0)
-
-# The camera frame is (x right, y down, z forward); a person facing the camera has their
-# left on the image's right, up along -y and their front along -z.
-_BODY_TO_CAMERA = np.diag([1.0, -1.0, -1.0])
-_SIDES = (('l', 1.0), ('r', -1.0))
-
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-  """Right-handed rotation about axis 0 (left), 1 (up) or 2 (forward)."""
-  c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-  i, j = ((1, 2), (2, 0), (0, 1))[axis]
-  m = np.eye(3)
-  m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
-  return m
-
-
-def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
-  k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-  return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
-def _arm_swing(elevation: float, plane: float, side: float) -> np.ndarray:
-  """The least rotation taking a hanging arm to ``elevation`` in ``plane``."""
-  e, p = np.radians(elevation), np.radians(plane)
-  # (-up) × (the arm's direction), normalised.
-  return _axis_angle(np.array([-np.sin(p), 0.0, side * np.cos(p)]), e)
-
-
-def forward_kinematics(angles: dict, bone_lengths: np.ndarray) -> tuple[np.ndarray, dict]:
-  """The pose that ``angles`` give a skeleton.
-
-  Args:
-    angles: a value for every key of ``JOINT_LIMITS``.
-    bone_lengths: (16,) in ``skeleton.BONES`` order.
-
-  Returns:
-    (17, 3) root-relative joints, and each segment's rotation (its local axes as columns:
-    left, up, forward) keyed 'pelvis', 'thorax', 'head', '<side>_shank', '<side>_forearm';
-    both in camera axes.
-  """
-  missing = set(JOINT_LIMITS) - set(angles)
-  if missing:
-    raise ValueError(f'angles lacks {sorted(missing)}')
-  lengths = np.asarray(bone_lengths, np.float64)
-  if lengths.shape != (skeleton.NUM_BONES,):
-    raise ValueError(f'bone_lengths must have shape ({skeleton.NUM_BONES},), got {lengths.shape}')
-  a = angles
-  joints = np.zeros((skeleton.NUM_JOINTS, 3))
-  frames = {}
-
-  def attach(child, parent, frame, direction):
-    # Bone b ends at joint b + 1 (skeleton.BONES is ordered by child).
-    joints[child] = joints[parent] + frame @ direction * lengths[child - 1]
-
-  pelvis = _rotation(1, a['yaw']) @ _rotation(0, a['pitch']) @ _rotation(2, a['roll'])
-  half_spine = (_rotation(0, a['spine_flexion'] / 2) @ _rotation(2, -a['spine_lateral'] / 2)
-                @ _rotation(1, a['spine_twist'] / 2))
-  lower_spine = pelvis @ half_spine
-  thorax = lower_spine @ half_spine
-  head = (thorax @ _rotation(0, a['neck_flexion']) @ _rotation(2, -a['neck_lateral'])
-          @ _rotation(1, a['neck_twist']))
-  attach(_J['spine'], _J['pelvis'], lower_spine, _UP)
-  attach(_J['thorax'], _J['spine'], thorax, _UPPER_SPINE)
-  attach(_J['neck'], _J['thorax'], head, _NECK)
-  attach(_J['head'], _J['neck'], head, _HEAD)
-  frames.update(pelvis=pelvis, thorax=thorax, head=head)
-
-  for side, s in _SIDES:
-    # Mirroring a left limb's rotations through the sagittal plane gives the right one's:
-    # rotations about the left axis stay, the others change sign.
-    thigh = (pelvis @ _rotation(2, s * a[f'{side}_hip_abduction'])
-             @ _rotation(0, -a[f'{side}_hip_flexion'])
-             @ _rotation(1, s * a[f'{side}_hip_rotation']))
-    shank = thigh @ _rotation(0, a[f'{side}_knee_flexion'])
-    upper_arm = (thorax @ _arm_swing(a[f'{side}_shoulder_elevation'],
-                                     a[f'{side}_shoulder_plane'], s)
-                 @ _rotation(1, s * a[f'{side}_shoulder_rotation']))
-    forearm = upper_arm @ _rotation(0, -a[f'{side}_elbow_flexion'])
-    attach(_J[f'{side}_hip'], _J['pelvis'], pelvis, np.array([s, 0.0, 0.0]))
-    attach(_J[f'{side}_knee'], _J[f'{side}_hip'], thigh, _DOWN)
-    attach(_J[f'{side}_ankle'], _J[f'{side}_knee'], shank, _DOWN)
-    attach(_J[f'{side}_shoulder'], _J['thorax'], thorax,
-           np.array([s * np.cos(_SHOULDER_DROP), -np.sin(_SHOULDER_DROP), 0.0]))
-    attach(_J[f'{side}_elbow'], _J[f'{side}_shoulder'], upper_arm, _DOWN)
-    attach(_J[f'{side}_wrist'], _J[f'{side}_elbow'], forearm, _DOWN)
-    frames[f'{side}_shank'] = shank
-    frames[f'{side}_forearm'] = forearm
-
-  return joints @ _BODY_TO_CAMERA.T, {k: _BODY_TO_CAMERA @ v for k, v in frames.items()}
-
-
-# The torso that arms must stay out of: an elliptic cylinder around each spine bone, its
-# half-width and half-depth in units of the thorax-shoulder bone (about 113 and 90 mm on
-# the template); the lower one reaches below the pelvis by half a pelvis-hip bone.
-TORSO_HALF_WIDTH = 0.75
-TORSO_HALF_DEPTH = 0.6
-
-
-def arms_clear_of_torso(joints_3d: np.ndarray) -> bool:
-  """Whether no elbow or wrist of a (17, 3) pose lies inside its torso."""
-  j = np.asarray(joints_3d, np.float64)
-  if j.shape != (skeleton.NUM_JOINTS, 3):
-    raise ValueError(f'joints_3d must have shape ({skeleton.NUM_JOINTS}, 3), got {j.shape}')
-  shoulder = np.linalg.norm(j[_J['l_shoulder']] - j[_J['thorax']])
-  hip = np.linalg.norm(j[_J['l_hip']] - j[_J['pelvis']])
-  hands = j[[_J['l_elbow'], _J['l_wrist'], _J['r_elbow'], _J['r_wrist']]]
-  segments = (
-      (j[_J['pelvis']], j[_J['spine']], j[_J['l_hip']] - j[_J['r_hip']], 0.5 * hip),
-      (j[_J['spine']], j[_J['thorax']], j[_J['l_shoulder']] - j[_J['r_shoulder']], 0.0),
-  )
-  for start, end, lateral, below in segments:
-    length = np.linalg.norm(end - start)
-    up = (end - start) / length
-    left = lateral - lateral @ up * up
-    left /= np.linalg.norm(left)
-    forward = np.cross(left, up)
-    rel = hands - start
-    height, x, z = rel @ up, rel @ left, rel @ forward
-    inside = ((height >= -below) & (height <= length)
-              & ((x / (TORSO_HALF_WIDTH * shoulder)) ** 2
-                 + (z / (TORSO_HALF_DEPTH * shoulder)) ** 2 < 1))
-    if inside.any():
-      return False
-  return True
-
-
-# How angles are drawn inside their limits: (mean, standard deviation) of a truncated
-# normal, or None for uniform. Legs share a posture so that both stand or both sit.
-_LEG_POSTURES = (
-    (0.6, dict(hip_flexion=(5, 20), hip_abduction=(4, 7), hip_rotation=(5, 12),
-               knee_flexion=(8, 20))),        # standing, walking
-    (0.25, dict(hip_flexion=(85, 15), hip_abduction=(10, 10), hip_rotation=(10, 15),
-                knee_flexion=(95, 25))),      # sitting, crouching
-    (0.15, dict(hip_flexion=None, hip_abduction=None, hip_rotation=None,
-                knee_flexion=None)),          # anything the limits allow
-)
-_BODY_PRIORS = dict(yaw=None, pitch=(0, 5), roll=(0, 4), spine_flexion=(5, 15),
-                    spine_lateral=(0, 8), spine_twist=(0, 15), neck_flexion=(5, 15),
-                    neck_lateral=(0, 10), neck_twist=(0, 25))
-
-
-def _draw(rng: np.random.Generator, name: str, prior) -> float:
-  lo, hi = JOINT_LIMITS[name]
-  if prior is None:
-    return float(rng.uniform(lo, hi))
-  while True:
-    value = rng.normal(*prior)
-    if lo <= value <= hi:
-      return float(value)
-
-
-def sample_angles(rng: np.random.Generator) -> dict:
-  """A random set of angles (every key of ``JOINT_LIMITS``, each inside its limits)."""
-  angles = {name: _draw(rng, name, prior) for name, prior in _BODY_PRIORS.items()}
-  weights = [w for w, _ in _LEG_POSTURES]
-  legs = _LEG_POSTURES[rng.choice(len(_LEG_POSTURES), p=weights)][1]
-  for side, _ in _SIDES:
-    for name, prior in legs.items():
-      angles[f'{side}_{name}'] = _draw(rng, f'{side}_{name}', prior)
-    arm = dict(shoulder_elevation=(20, 20) if rng.random() < 0.55 else None,
-               shoulder_plane=(40, 50), shoulder_rotation=(10, 40),
-               elbow_flexion=(15, 20) if rng.random() < 0.5 else None)
-    for name, prior in arm.items():
-      angles[f'{side}_{name}'] = _draw(rng, f'{side}_{name}', prior)
-  return angles
-
-
-def sample_pose(rng: np.random.Generator,
-                bone_lengths: np.ndarray) -> tuple[dict, np.ndarray, dict]:
-  """Angles and ``forward_kinematics`` of a random pose with the arms outside the torso."""
-  for _ in range(1000):
-    angles = sample_angles(rng)
-    joints, frames = forward_kinematics(angles, bone_lengths)
-    if arms_clear_of_torso(joints):
-      return angles, joints, frames
-  raise RuntimeError('no pose with the arms outside the torso in 1000 draws')
 
 
 # --- Cameras -----------------------------------------------------------------------------
@@ -347,31 +58,107 @@ def crop_intrinsics(joints_3d: np.ndarray, focal: np.ndarray, principal: np.ndar
                     image_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Intrinsics of the stored crop (``jaxpose.data.crops``) of a person in a frame."""
   joints_2d = geometry.project(joints_3d, focal, principal)
-  centre, side = crops.tight_box(joints_2d, np.ones(len(joints_2d), bool))
+  return _crop_of(joints_2d, np.ones(len(joints_2d), bool), focal, principal, image_size)[1:]
+
+
+def _crop_of(points_2d, valid, focal, principal, image_size):
+  """(matrix, focal, principal) of the stored crop around the frame pixels ``points_2d``
+  that are ``valid``, as the benchmarks' builders cut it around their labels."""
+  centre, side = crops.tight_box(points_2d, valid)
   matrix = geometry.crop_matrix(centre, side * crops.STORE_MARGIN, image_size)
-  return geometry.transform_intrinsics(matrix, focal, principal)
+  return (matrix, *geometry.transform_intrinsics(matrix, focal, principal))
+
+
+# The studio's cameras stand level (Human3.6M's four at chest height); a photo in the wild
+# looks down on a person more often than up, and is often tilted.
+WILD_ELEVATION_RANGE = (-10.0, 45.0)  # degrees; + looks down on the person
+WILD_ROLL_STD = 12.0                  # degrees, a normal truncated at ±35
+# Wild photos whose edge cuts the person off (the part beyond is the crop's black
+# padding), and the share of the person's extent the photo keeps.
+TRUNCATED_SHARE = 0.25
+TRUNCATION_KEPT = (0.45, 0.85)
+# Wild photos where things in front of the person hide some of them (1 or 2 shapes, each
+# side this share of the person's extent).
+OCCLUDED_SHARE = 0.3
+OCCLUDER_SIZE = (0.2, 0.45)
+
+
+def wild_viewpoint(rng: np.random.Generator) -> np.ndarray:
+  """(3, 3) rotation of a pose in the camera frame that a raised, tilted camera sees."""
+  e = np.radians(rng.uniform(*WILD_ELEVATION_RANGE))
+  r = np.radians(people.truncated_normal(rng, 0.0, WILD_ROLL_STD, -35.0, 35.0))
+  # About the camera's x axis (+ brings the head towards a camera above), then its axis.
+  elevation = np.array([[1, 0, 0], [0, np.cos(e), -np.sin(e)], [0, np.sin(e), np.cos(e)]])
+  roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+  return roll @ elevation
+
+
+def _truncation(rng: np.random.Generator, joints_2d: np.ndarray) -> tuple[np.ndarray, float]:
+  """A photo edge across the person: its outward normal n (2,) and the share f of the
+  joints' extent along n that stays in the photo (at least 6 joints)."""
+  edges = ((0.0, 1.0), (0.0, -1.0), (-1.0, 0.0), (1.0, 0.0))  # bottom, top, left, right
+  normal = np.array(edges[rng.choice(4, p=(0.5, 0.2, 0.15, 0.15))])
+  along = joints_2d @ normal
+  lo, hi = along.min(), along.max()
+  kept = rng.uniform(*TRUNCATION_KEPT)
+  kept = max(kept, (np.sort(along)[5] - lo) / (hi - lo) + 1e-3)
+  return normal, kept
+
+
+def _inside(points: np.ndarray, joints_2d: np.ndarray, edge) -> np.ndarray:
+  """Which ``points`` (..., 2) the photo of ``edge`` (``_truncation``) keeps, the edge
+  placed on ``joints_2d`` in the same pixels."""
+  normal, kept = edge
+  along = joints_2d @ normal
+  return points @ normal < along.min() + kept * (along.max() - along.min())
+
+
+# MPII's and LSP's labellers mark a hip at the outside of the hip, below and outside the
+# joint centre that motion capture places (Human3.6M's): the label is the H36M hip moved
+# outwards by HIP_LABEL_OUT × the pelvis-hip bone and down the thigh by HIP_LABEL_DOWN × its
+# length. Neither dataset states its offset; these are our estimate.
+HIP_LABEL_OUT = 0.25
+HIP_LABEL_DOWN = 0.1
+# Labellers' error: per coordinate, the std as a share of the person's extent in pixels;
+# the hips, hidden under clothes, twice that.
+LABEL_NOISE = 0.015
+# The wild training images labelled like MPII, the rest like LSP (the paper's 2D data: MPII's
+# ~25k people, LSP-extended's 10k and LSP's 1k).
+MPII_SHARE = 0.7
+LABEL_SETS = {'mpii': skeleton.MPII_TO_H36M, 'lsp': skeleton.LSP_TO_H36M}
+
+
+def labeller_points(joints_3d: np.ndarray) -> np.ndarray:
+  """(17, 3): where MPII's and LSP's labellers put each H36M-17 joint of a pose (the hips
+  moved, the pelvis, MPII's, between them)."""
+  points = np.array(joints_3d, np.float64)
+  for side in 'lr':
+    hip, knee = _J[f'{side}_hip'], _J[f'{side}_knee']
+    points[hip] += (HIP_LABEL_OUT * (joints_3d[hip] - joints_3d[_J['pelvis']])
+                    + HIP_LABEL_DOWN * (joints_3d[knee] - joints_3d[hip]))
+  points[_J['pelvis']] = (points[_J['l_hip']] + points[_J['r_hip']]) / 2
+  return points
+
+
+def human_labels(rng: np.random.Generator, points_2d: np.ndarray, visible: np.ndarray,
+                 label_set: str) -> tuple[np.ndarray, np.ndarray]:
+  """(17, 2) labels and (17,) validity of ``labeller_points`` projected to ``points_2d``:
+  written in ``label_set``'s joint order with a labeller's noise on the ``visible`` ones,
+  then converted to H36M-17 as that dataset's builder converts it (``LABEL_SETS``)."""
+  mapping = LABEL_SETS[label_set]
+  present = mapping >= 0
+  source = np.zeros((mapping.max() + 1, 2))
+  source_valid = np.zeros(len(source), bool)
+  source[mapping[present]] = points_2d[present]
+  source_valid[mapping[present]] = visible[present]
+  extent = np.max(points_2d.max(0) - points_2d.min(0))
+  std = np.full(len(source), LABEL_NOISE * extent)
+  std[mapping[[_J['l_hip'], _J['r_hip']]]] *= 2
+  source += rng.normal(size=source.shape) * std[:, None]
+  return skeleton.convert_joints(source, source_valid, mapping)
 
 
 # --- Looks -------------------------------------------------------------------------------
-
-def _hsv(hue_degrees: float, saturation: float, value: float) -> np.ndarray:
-  return np.array(colorsys.hsv_to_rgb((hue_degrees / 360.0) % 1.0, saturation, value))
-
-
-def _outfit(rng: np.random.Generator) -> dict:
-  """Clothing colours: right limbs warm (red to yellow), left limbs cool (cyan to blue)."""
-  colours = {
-      'torso': _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.45), rng.uniform(0.3, 0.95)),
-      'pelvis': _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.15, 0.45)),
-      'shoes': _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.05, 0.3)),
-  }
-  for side, hues in (('r', (-20.0, 50.0)), ('l', (170.0, 250.0))):
-    for upper, lower in (('upper_arm', 'forearm'), ('thigh', 'shank')):
-      colour = _hsv(rng.uniform(*hues), rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
-      colours[f'{side}_{upper}'] = colour
-      colours[f'{side}_{lower}'] = colour * rng.uniform(0.7, 0.9)
-  return colours
-
 
 @dataclasses.dataclass(frozen=True)
 class _Lighting:
@@ -396,7 +183,7 @@ def _wild_lighting(rng: np.random.Generator) -> _Lighting:
 def _studio_background(rng: np.random.Generator, size: int) -> np.ndarray:
   kind = rng.integers(3)
   if kind == 0:    # green screen
-    colour = _hsv(rng.uniform(105, 140), rng.uniform(0.5, 0.8), rng.uniform(0.45, 0.75))
+    colour = people.hsv(rng.uniform(105, 140), rng.uniform(0.5, 0.8), rng.uniform(0.45, 0.75))
   elif kind == 1:  # light backdrop
     colour = rng.uniform(0.55, 0.9) * rng.uniform(0.95, 1.05, 3)
   else:            # dark room
@@ -409,7 +196,7 @@ def _studio_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _muted_colour(rng: np.random.Generator) -> tuple[int, int, int]:
   """An RGB colour of everyday scenes: mostly unsaturated, rarely vivid."""
-  rgb = _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.8) ** 2, rng.uniform(0.1, 0.95))
+  rgb = people.hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.8) ** 2, rng.uniform(0.1, 0.95))
   return tuple(int(c) for c in np.round(rgb * 255))
 
 
@@ -558,7 +345,7 @@ class _Canvas:
     self._composite(window, cover, depth, colour)
 
 
-def _draw_person(canvas: _Canvas, joints: np.ndarray, frames: dict, subject: Subject,
+def _draw_person(canvas: _Canvas, joints: np.ndarray, frames: dict, subject: people.Subject,
                  outfit: dict) -> None:
   """Body parts as (depth, draw) pairs, drawn far to near (the z-buffer settles the rest)."""
   j = {name: joints[i] for name, i in _J.items()}
@@ -608,7 +395,7 @@ def _draw_person(canvas: _Canvas, joints: np.ndarray, frames: dict, subject: Sub
 
 # Sensor noise is cut from one fixed bank: drawing fresh normals per image would cost
 # more than rendering it.
-_NOISE_BANK = np.random.default_rng((_SEED, 2)).standard_normal((512, 512, 3), np.float32)
+_NOISE_BANK = np.random.default_rng((people.SEED, 2)).standard_normal((512, 512, 3), np.float32)
 
 
 def _degrade(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -625,25 +412,53 @@ def _degrade(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
   return image + rng.uniform(0.0, 0.04) * _NOISE_BANK[y:y + size, x:x + size]
 
 
+def _occlude(rng: np.random.Generator, canvas: _Canvas, joints_2d: np.ndarray) -> None:
+  """Things in front of the person: one or two flat shapes of scene colours over the joints'
+  box, taken out of the person's cover."""
+  size = canvas.rgb.shape[0]
+  lo, hi = joints_2d.min(0), joints_2d.max(0)
+  extent = float(np.max(hi - lo))
+  shapes = Image.new('L', (size, size))
+  draw = ImageDraw.Draw(shapes)
+  for _ in range(int(rng.integers(1, 3))):
+    centre = lo + rng.uniform(0.0, 1.0, 2) * (hi - lo)
+    half = rng.uniform(*OCCLUDER_SIZE, 2) * extent / 2
+    box = tuple((centre - half).tolist() + (centre + half).tolist())
+    (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=255)
+  cover = np.asarray(shapes, np.float32)[..., None] * (1 / 255)
+  colour = np.array(_muted_colour(rng), np.float32) * (1 / 255)
+  # A vertical shading, as lit from above.
+  shade = np.linspace(1.1, 0.8, size, dtype=np.float32)[:, None, None]
+  canvas.rgb += (colour * shade - canvas.rgb) * cover
+  canvas.cover *= 1 - cover[..., 0]
+
+
 # --- Splits and examples -----------------------------------------------------------------
 
 TRAIN_SUBJECTS = tuple(range(0, 40))
-TEST_SUBJECTS = tuple(range(40, 50))
+# The first test subjects were looked at while the quickstart was tuned (configs/synthetic.py):
+# they are the validation subjects now, their studio split example for example, and the test
+# splits have fresh subjects and draws of their own.
+VALIDATION_SUBJECTS = tuple(range(40, 50))
+TEST_SUBJECTS = tuple(range(50, 60))
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitSpec:
   domain: str        # 'studio' or 'wild'
-  train: bool
-  labels_3d: bool    # whether examples carry 3D joints and intrinsics
+  role: str          # 'train', 'validation' or 'test'
+  labels_3d: bool    # whether examples carry 3D joints and intrinsics (and exact 2D)
   subjects: tuple[int, ...]
+  stream: int        # which random stream draws it; a new split takes a new one
 
 
 SPLITS = {
-    'studio_train': SplitSpec('studio', True, True, TRAIN_SUBJECTS),
-    'wild_train': SplitSpec('wild', True, False, TRAIN_SUBJECTS),
-    'studio_test': SplitSpec('studio', False, True, TEST_SUBJECTS),
-    'wild_test': SplitSpec('wild', False, True, TEST_SUBJECTS),
+    'studio_train': SplitSpec('studio', 'train', True, TRAIN_SUBJECTS, 0),
+    'wild_train': SplitSpec('wild', 'train', False, TRAIN_SUBJECTS, 1),
+    'studio_val': SplitSpec('studio', 'validation', True, VALIDATION_SUBJECTS, 2),
+    'wild_val': SplitSpec('wild', 'validation', True, VALIDATION_SUBJECTS, 3),
+    'studio_test': SplitSpec('studio', 'test', True, TEST_SUBJECTS, 4),
+    'wild_test': SplitSpec('wild', 'test', True, TEST_SUBJECTS, 5),
 }
 _SPLIT_NAMES = tuple(SPLITS)
 
@@ -652,13 +467,17 @@ _SPLIT_NAMES = tuple(SPLITS)
 class Sample:
   """A rendered example with everything known about it."""
   image: np.ndarray      # (S, S, 3) uint8
-  mask: np.ndarray       # (S, S) bool, the person's pixels
-  joints_2d: np.ndarray  # (17, 2) crop pixels
+  mask: np.ndarray       # (S, S) bool, the person's visible pixels
+  joints_2d: np.ndarray  # (17, 2) crop pixels, the exact projection of joints_3d
   joints_3d: np.ndarray  # (17, 3) camera frame, also where make_example withholds it
+  labels_2d: np.ndarray  # (17, 2) the split's 2D labels: joints_2d, or a labeller's
+  labels_valid: np.ndarray  # (17,) bool
   focal: np.ndarray      # (2,) crop intrinsics
   principal: np.ndarray  # (2,)
-  subject: Subject
+  subject: people.Subject
   angles: dict
+  activity: str          # a key of people.WILD_ACTIVITIES; '' in the studio
+  label_set: str         # 'h36m' (exact, all 17 joints), 'mpii' or 'lsp'
 
 
 def render_sample(split: str, index: int, image_size: int = 192) -> Sample:
@@ -670,30 +489,66 @@ def render_sample(split: str, index: int, image_size: int = 192) -> Sample:
   if not 16 <= image_size <= 512:
     raise ValueError(f'image_size must be in [16, 512], got {image_size}')
   spec = SPLITS[split]
-  rng = np.random.default_rng((_SEED, 0, _SPLIT_NAMES.index(split), index))
-  subject = make_subject(int(rng.choice(spec.subjects)))
-  angles, pose, frames = sample_pose(rng, subject.bone_lengths)
-  frame_focal, frame_principal, root = sample_camera(rng)
-  joints_3d = pose + root
-  focal, principal = crop_intrinsics(joints_3d, frame_focal, frame_principal, image_size)
-
+  rng = np.random.default_rng((people.SEED, 0, spec.stream, index))
+  subject = people.make_subject(int(rng.choice(spec.subjects)))
   if spec.domain == 'studio':
+    activity = ''
+    angles, pose, frames = people.sample_pose(rng, subject.bone_lengths)
+  else:
+    activity, angles, pose, frames = people.sample_wild_pose(rng, subject.bone_lengths)
+  frame_focal, frame_principal, root = sample_camera(rng)
+  if spec.domain == 'studio':
+    joints_3d = pose + root
+    focal, principal = crop_intrinsics(joints_3d, frame_focal, frame_principal, image_size)
     canvas = _Canvas(_studio_background(rng, image_size), focal, principal, _STUDIO_LIGHT)
     _draw_person(canvas, joints_3d, frames, subject, subject.outfit)
     image = canvas.rgb
+    joints_2d = geometry.project(joints_3d, focal, principal)
+    labels, valid, label_set = joints_2d, np.ones(skeleton.NUM_JOINTS, bool), 'h36m'
   else:
+    view = wild_viewpoint(rng)
+    joints_3d = pose @ view.T + root
+    frames = {k: view @ v for k, v in frames.items()}
+    frame_2d = geometry.project(joints_3d, frame_focal, frame_principal)
+    edge = _truncation(rng, frame_2d) if rng.random() < TRUNCATED_SHARE else None
+    if spec.labels_3d:  # exact labels of every joint, as MPI-INF-3DHP's test set has
+      label_set = 'h36m'
+      matrix, focal, principal = _crop_of(frame_2d, np.ones(len(frame_2d), bool),
+                                          frame_focal, frame_principal, image_size)
+    else:
+      label_set = 'mpii' if rng.random() < MPII_SHARE else 'lsp'
+      points = geometry.project(labeller_points(joints_3d), frame_focal, frame_principal)
+      visible = (np.ones(len(points), bool) if edge is None
+                 else _inside(points, frame_2d, edge))
+      frame_labels, valid = human_labels(rng, points, visible, label_set)
+      matrix, focal, principal = _crop_of(frame_labels, valid, frame_focal, frame_principal,
+                                          image_size)
     canvas = _Canvas(_wild_background(rng, image_size), focal, principal, _wild_lighting(rng))
-    _draw_person(canvas, joints_3d, frames, subject, _outfit(rng))
+    _draw_person(canvas, joints_3d, frames, subject, people.outfit(rng))
+    joints_2d = geometry.project(joints_3d, focal, principal)
+    if rng.random() < OCCLUDED_SHARE:
+      _occlude(rng, canvas, joints_2d)
     image = _degrade(rng, canvas.rgb)
+    if spec.labels_3d:
+      labels, valid = joints_2d, np.ones(skeleton.NUM_JOINTS, bool)
+    else:
+      labels = geometry.apply_affine(matrix, frame_labels)
+    if edge is not None:
+      pixels = np.arange(image_size) + 0.5
+      grid = np.stack(np.meshgrid(pixels, pixels), -1)
+      kept = _inside(grid, joints_2d, edge)
+      image = image * kept[..., None]
+      canvas.cover *= kept
   image = np.minimum(np.maximum(image, 0.0), 1.0)
   image *= 255
   image += 0.5  # rounds as astype truncates
   return Sample(
       image=image.astype(np.uint8),
       mask=canvas.cover >= 0.5,
-      joints_2d=geometry.project(joints_3d, focal, principal),
-      joints_3d=joints_3d, focal=focal, principal=principal,
-      subject=subject, angles=angles)
+      joints_2d=joints_2d, joints_3d=joints_3d,
+      labels_2d=labels, labels_valid=valid,
+      focal=focal, principal=principal,
+      subject=subject, angles=angles, activity=activity, label_set=label_set)
 
 
 def exit_with_parent() -> None:
@@ -720,15 +575,15 @@ def make_example(split: str, index: int, image_size: int = 192) -> dict:
 
   return dict(
       image=sample.image,
-      joints_2d=sample.joints_2d.astype(np.float32),
-      joints_2d_valid=np.ones(skeleton.NUM_JOINTS, bool),  # the crop holds every joint
+      joints_2d=sample.labels_2d.astype(np.float32),
+      joints_2d_valid=sample.labels_valid,
       joints_3d=known(sample.joints_3d),
       has_3d=spec.labels_3d,
       intrinsics=dict(focal=known(sample.focal), principal=known(sample.principal)),
       has_intrinsics=spec.labels_3d,
       subject=sample.subject.name,
       sequence=split,
-      action='',
+      action=sample.activity,
       scene=spec.domain,
       camera='',
       frame=index,
@@ -746,10 +601,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.show < 1:
     parser.error(f'--show must be >= 1, got {args.show}')
   images = []
-  for split in ('studio_train', 'wild_train'):
+  for split in ('studio_train', 'wild_train', 'wild_val'):
     for index in range(args.show):
       sample = render_sample(split, index, args.image_size)
-      images.append(visualize.draw_skeleton_2d(sample.image, sample.joints_2d))
+      images.append(visualize.draw_skeleton_2d(sample.image, sample.labels_2d,
+                                               sample.labels_valid))
   args.out.mkdir(parents=True, exist_ok=True)
   path = args.out / 'synthetic_samples.png'
   Image.fromarray(visualize.image_grid(images, cols=args.show)).save(path)

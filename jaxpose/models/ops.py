@@ -3,10 +3,10 @@
 A 1×1 convolution's kernel gradient is one matrix product over all pixels,
 ``x(N·H·W, C)ᵀ · dy(N·H·W, D)``. JAX derives it as a convolution whose batch and feature
 axes are swapped; XLA:CPU lays both operands out feature-major for it, with transposes that
-it fuses with recomputations of the BatchNorm/ReLU chain and that took about 1.2 s of the
-paper network's 2.8 s train step (256 px, batch 8, 2 cores). On CPU the product is written
-here instead and reads the activations where they lie; the forward pass and the input
-gradient stay ``lax``'s own. Other platforms keep JAX's derivative
+it fuses with recomputations of the BatchNorm/ReLU chain and that took much of the paper
+network's train step (docs/performance.md). On CPU the product is written here instead and
+reads the activations where they lie; the forward pass and the input gradient stay
+``lax``'s own. Other platforms keep JAX's derivative
 (``lax.platform_dependent`` decides when the computation is lowered, so an export for
 several platforms carries each one's own). Gradients equal the plain path's up to the
 order of summation: ``tests/test_ops.py``.

@@ -5,10 +5,11 @@
 prints JSON: for each term, its unweighted value, its weight, and the norm of the gradient of
 the weighted term with respect to each top-level module's parameters (the backbone, res5a
 and the latent layer are shared by every term), averaged over ``--batches`` batches of the
-config's training stream; at initialisation, or at the latest checkpoint of ``--workdir``.
-Each number is given over the whole batch and over its 3D-labelled and its 2D-only examples
-alone (``subsets``): the 2D-only rows show whether in-the-wild images reach the 3D output
-(the projection and bone-length terms' gradients on ``lifter_*``/``pose``).
+config's training stream; at initialisation, or at the latest checkpoint of ``--workdir``
+(which must hold the config's model). Each number is given over the whole batch and over its
+3D-labelled and its 2D-only examples alone (``subsets``): the 2D-only rows show whether
+in-the-wild images reach the 3D output (the projection and bone-length terms' gradients on
+``lifter_*``/``pose``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 import optax
 from absl import flags
 
-from jaxpose import checkpoint
 from jaxpose import cli
 from jaxpose import losses
 from jaxpose import parallel
@@ -69,14 +69,11 @@ def term_gradients(variables: dict, batch: dict, *, model: posenet.PoseNet,
 def measure(config: ml_collections.ConfigDict, workdir: str | None, batches: int) -> dict:
   """The report of the module docstring."""
   mesh = parallel.make_mesh(jax.local_devices()[:1])
-  model = posenet.create(config.model)
-  abstract = posenet.abstract_variables(model, config.data.input_size)
   if workdir:
-    placed = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-        abstract)
-    variables, _, step = checkpoint.restore_variables(workdir, placed)
+    loaded = state_lib.load_model(workdir, None, config, parallel.replicated(mesh))
+    model, variables, step = loaded.model, loaded.variables, loaded.step
   else:
+    model = posenet.create(config.model)
     tx = state_lib.make_optimizer(config.optim)
     state, _ = state_lib.create_train_state(config, mesh, model, tx)
     variables, step = state.variables(), 0

@@ -2,7 +2,7 @@
 
 Tracking follows the paper's recipe for a photo without a box, frame to frame: the tight
 box around a person's 2D joints in one frame is where the network looks in the next.
-Frames go through the network in batches of ``predict.BATCH``: the crops of a batch come
+Frames go through the network in batches of ``predictor.BATCH``: the crops of a batch come
 from the last frame before it, moved along the track's velocity (the joints' centre's mean
 displacement per frame since the previous batch), so that a walking person stays inside the
 crop while the network sees many frames at once. A new track's first batch is one frame,
@@ -12,7 +12,7 @@ A track is *lost* when, in the last frame of a batch, its mean joint confidence 
 of each joint's res5a heatmap, trained towards 1 on a visible joint) is below
 ``lost_confidence``, or the middle of its 2D joints lies outside the frame, or their
 extent is under ``MIN_EXTENT_PX`` (too small to pose, or a network that lost its person
-and collapsed its 2D) or over ``predict.MAX_BOX_TO_IMAGE`` times the frame's longer side
+and collapsed its 2D) or over ``boxes.MAX_BOX_TO_IMAGE`` times the frame's longer side
 (a network whose 2D spread out: no box that large is posed). Without a boxes file the
 next frame then gets the whole-frame pass of a photo without a box (the network on the
 whole frame, then on the tight box of what it found), which starts a new track. With a
@@ -34,68 +34,30 @@ import time
 from collections.abc import Iterator
 
 import cv2
+import ml_collections
 import numpy as np
 
-from jaxpose import predict
-from jaxpose import smoothing
+from jaxpose import fileio
+from jaxpose.data import readers
+from jaxpose.inference import boxes as box_lib
+from jaxpose.inference import output
+from jaxpose.inference import predictor as predictor_lib
+from jaxpose.inference import smoothing
 
-# Consecutive frames that fail to decode before the video counts as ended: a damaged
-# frame fails alone, the end of the file fails for good.
-_MAX_FAILED_READS = 30
 # A person whose joints span fewer pixels has no pose to give: the track is lost.
 MIN_EXTENT_PX = 12.0
 # Box overlap (intersection over union) above which a boxes file's box continues a track.
 _SAME_TRACK_IOU = 0.3
+# The frame rate assumed where the container gives none, for time stamps and the video.
+_DEFAULT_FPS = 25.0
 
 
-@dataclasses.dataclass
-class VideoInfo:
-  """What the container says of a video; ``skipped`` counts frames that failed to decode."""
-  path: str
-  fps: float
-  frame_count: int
-  width: int
-  height: int
-  skipped: int = 0
-
-
-def open_video(path) -> tuple[cv2.VideoCapture, VideoInfo]:
-  """An opened video and its ``VideoInfo``; a missing or unreadable file is an error."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'video {path} does not exist')
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise ValueError(f'cannot read video {path}: OpenCV finds no decodable video stream in it')
-  info = VideoInfo(str(path), float(capture.get(cv2.CAP_PROP_FPS)),
-                   int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-                   int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                   int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-  if not info.fps > 0:
-    info.fps = 25.0  # the container gives none: time stamps then assume a common rate
-  return capture, info
-
-
-def read_frames(capture: cv2.VideoCapture, info: VideoInfo
-                ) -> Iterator[tuple[int, float, np.ndarray]]:
+def read_frames(video: readers.Video) -> Iterator[tuple[int, float, np.ndarray]]:
   """(index in the file, time stamp in seconds, RGB frame) of every frame that decodes;
-  the others are counted in ``info.skipped``."""
-  index = failed = 0
-  while failed < _MAX_FAILED_READS:
-    if not capture.grab():
-      failed += 1
-      continue
-    ok, frame = capture.retrieve()
-    if not ok or frame is None:
-      failed += 1
-      continue
-    # The failures were damaged frames, since one decodes after them.
-    info.skipped += failed
-    index += failed
-    failed = 0
-    stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
-    yield index, stamp if np.isfinite(stamp) else index / info.fps, frame[..., ::-1].copy()
-    index += 1
+  the others are counted in ``video.skipped``."""
+  fps = video.fps if video.fps > 0 else _DEFAULT_FPS
+  for index, frame in video.frames(undecodable='skip'):
+    yield index, video.time if np.isfinite(video.time) else index / fps, frame
 
 
 @dataclasses.dataclass(eq=False)
@@ -135,10 +97,10 @@ class Tracker:
   """Poses of the people of a video's frames, batched, tracked and smoothed (module
   docstring). Arguments of ``__init__`` as ``predict_video``'s."""
 
-  def __init__(self, predictor: predict.Predictor, frame_size: tuple[int, int], *,
+  def __init__(self, predictor: predictor_lib.Predictor, frame_size: tuple[int, int], *,
                boxes: dict[int, list] | None = None, focal: float | None = None,
                fov: float | None = None, smoothing_params: smoothing.OneEuroParams | None = None,
-               lost_confidence: float = 0.3, batch: int = predict.BATCH):
+               lost_confidence: float = 0.3, batch: int = predictor_lib.BATCH):
     self.predictor, self.size, self.given = predictor, frame_size, boxes
     self.focal, self.fov, self.params = focal, fov, smoothing_params
     self.lost_confidence, self.batch = lost_confidence, batch
@@ -229,7 +191,7 @@ class Tracker:
       track.lost = bool(np.mean(person['confidence']) < self.lost_confidence
                         or not (0 <= centre[0] < width and 0 <= centre[1] < height)
                         or box[2:].max() < MIN_EXTENT_PX
-                        or box[2:].max() > predict.MAX_BOX_TO_IMAGE * max(width, height))
+                        or box[2:].max() > box_lib.MAX_BOX_TO_IMAGE * max(width, height))
       if track.lost:
         continue
       if index > track.index and track.box[2:].any():
@@ -249,7 +211,7 @@ class Tracker:
     return {**person, **{k: f(person[k], stamp, metres[k]) for k, f in track.filters.items()}}
 
 
-def predict_video(predictor: predict.Predictor, path, out_dir: str, *,
+def predict_video(predictor: predictor_lib.Predictor, path, out_dir: str, *,
                   boxes: dict[int, list] | None = None, focal: float | None = None,
                   fov: float | None = None,
                   smoothing_params: smoothing.OneEuroParams | None = smoothing.OneEuroParams(),
@@ -263,7 +225,7 @@ def predict_video(predictor: predict.Predictor, path, out_dir: str, *,
     out_dir: the output folder.
     boxes: person boxes (x, y, w, h) by frame index, or None to find and follow one person.
     focal, fov: the camera's focal length (px) or horizontal field of view (degrees); None
-      for both: ``predict.DEFAULT_FOV_DEG``.
+      for both: ``intrinsics.DEFAULT_FOV_DEG``.
     smoothing_params: One-Euro filter settings for 2D, 3D and root, or None for none.
     lost_confidence: the mean joint confidence under which a track is lost.
     progress: where the progress line goes (None: nowhere).
@@ -274,37 +236,38 @@ def predict_video(predictor: predict.Predictor, path, out_dir: str, *,
     decode), ``lost`` (tracks lost), ``seconds`` and ``frames_per_second``.
 
   Each JSONL line holds ``frame`` (index in the file), ``time`` (seconds) and ``people``:
-  per person ``predict.to_json``'s layout and ``track``. The video shows the frames with
-  the 2D skeletons beside the 3D skeletons (``predict.prediction_picture``). Both files are
+  per person ``output.to_json``'s layout and ``track``. The video shows the frames with
+  the 2D skeletons beside the 3D skeletons (``output.prediction_picture``). Both files are
   written under temporary names and renamed when complete.
   """
-  capture, info = open_video(path)
+  video = readers.Video(path)
+  fps = video.fps if video.fps > 0 else _DEFAULT_FPS
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, pathlib.Path(path).stem)
   jsonl_path, video_path = stem + '.jsonl', stem + '.mp4'
-  tracker = Tracker(predictor, (info.width, info.height), boxes=boxes, focal=focal, fov=fov,
+  tracker = Tracker(predictor, (video.width, video.height), boxes=boxes, focal=focal, fov=fov,
                     smoothing_params=smoothing_params, lost_confidence=lost_confidence)
   writer, written, start = None, 0, time.perf_counter()
   partial_jsonl, partial_video = jsonl_path + '.partial', stem + '.partial.mp4'
   try:
     with open(partial_jsonl, 'w') as lines:
-      for index, stamp, frame, people in tracker(read_frames(capture, info)):
-        line = dict(frame=index, time=stamp, people=[predict.to_json(p) for p in people],
+      for index, stamp, frame, people in tracker(read_frames(video)):
+        line = dict(frame=index, time=stamp, people=[output.to_json(p) for p in people],
                     **(extra or {}))
         lines.write(json.dumps(line) + '\n')
-        picture = predict.prediction_picture(frame, people)
+        picture = output.prediction_picture(frame, people)
         # MPEG-4 needs even sides.
         picture = np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2),
                                    (0, 0)))
         if writer is None:
-          writer = cv2.VideoWriter(partial_video, cv2.VideoWriter_fourcc(*'mp4v'), info.fps,
+          writer = cv2.VideoWriter(partial_video, cv2.VideoWriter_fourcc(*'mp4v'), fps,
                                    picture.shape[1::-1])
           if not writer.isOpened():
             raise OSError(f'OpenCV cannot write an MPEG-4 video to {partial_video}')
         writer.write(picture[..., ::-1])
         written += 1
         if progress is not None:
-          _report(progress, info, index + 1, written, time.perf_counter() - start)
+          _report(progress, video, index + 1, written, time.perf_counter() - start)
     if writer is None:
       raise ValueError(f'cannot read video {path}: none of its frames decodes')
     writer.release()
@@ -312,7 +275,7 @@ def predict_video(predictor: predict.Predictor, path, out_dir: str, *,
     os.replace(partial_jsonl, jsonl_path)
     os.replace(partial_video, video_path)
   finally:
-    capture.release()
+    video.close()
     if writer is not None:
       writer.release()
     for leftover in (partial_jsonl, partial_video):
@@ -321,16 +284,44 @@ def predict_video(predictor: predict.Predictor, path, out_dir: str, *,
   seconds = time.perf_counter() - start
   if progress is not None:
     progress.write('\n')
-  return dict(jsonl=jsonl_path, video=video_path, frames=written, skipped=info.skipped,
+  return dict(jsonl=jsonl_path, video=video_path, frames=written, skipped=video.skipped,
               lost=tracker.lost, seconds=seconds, frames_per_second=written / seconds)
 
 
-def _report(stream, info: VideoInfo, position: int, written: int, elapsed: float) -> None:
+def _report(stream, video: readers.Video, position: int, written: int,
+            elapsed: float) -> None:
   """One progress line, rewritten in place: frames, rate, and the time left."""
   rate = written / max(elapsed, 1e-9)
-  total = max(info.frame_count, position)
+  total = max(video.frame_count, position)
   eta = datetime.timedelta(seconds=round((total - position) / rate))
   bar = '#' * int(20 * position / total)
-  stream.write(f'\r{pathlib.Path(info.path).name} [{bar:<20}] {position}/{total} frames, '
-               f'{rate:.1f} frames/s, ETA {eta}, {info.skipped} skipped')
+  stream.write(f'\r{video.path.name} [{bar:<20}] {position}/{total} frames, '
+               f'{rate:.1f} frames/s, ETA {eta}, {video.skipped} skipped')
   stream.flush()
+
+
+def predict_video_file(workdir: str, path: str, out_dir: str, *, step: int | None = None,
+                       config: ml_collections.ConfigDict | None = None, backend: str = 'jax',
+                       boxes_file: str | None = None, min_box_score: float = 0.5,
+                       **options) -> dict:
+  """``predict_video`` with the Predictor of ``workdir``'s checkpoint (``step``, ``config``,
+  ``backend`` as ``Predictor``'s) and the boxes of ``boxes_file`` (``boxes.load``), both
+  checked before the (slower) restore so that a bad file or box fails at once;
+  ``options`` are ``predict_video``'s. Every JSONL line names the checkpoint."""
+  table = None if boxes_file is None else box_lib.load(boxes_file, min_box_score)
+  if not fileio.is_local(out_dir):
+    raise ValueError(f'--out={out_dir}: a video\'s outputs are written by OpenCV, which needs '
+                     'a local folder')
+  with readers.Video(path) as video:
+    size = (video.width, video.height)
+  frame_boxes = None
+  if table is not None:
+    frame_boxes = box_lib.for_frames(table, boxes_file)
+    for index, boxes in frame_boxes.items():
+      for i, box in enumerate(boxes):
+        box_lib.check_box(box, size, f'--boxes={boxes_file}, box {i} of frame {index} of {path}')
+  predictor = predictor_lib.Predictor(workdir, step, config, backend)
+  return predict_video(
+      predictor, path, out_dir, boxes=frame_boxes,
+      extra=dict(checkpoint=dict(workdir=fileio.absolute(workdir), step=predictor.step)),
+      **options)

@@ -359,7 +359,8 @@ _RULES: dict[str, Callable] = {
     'transpose': _transpose, 'reduce_max': _reduce('ReduceMax'),
     'reduce_min': _reduce('ReduceMin'), 'reduce_sum': _reduce('ReduceSum'),
     'argmax': _argmax, 'slice': _slice, 'concatenate': _concatenate, 'stack': _stack,
-    'gather': _gather, 'select_n': _select_n, 'dot_general': _dot_general, 'conv_general_dilated': _conv,
+    'gather': _gather, 'select_n': _select_n, 'dot_general': _dot_general,
+    'conv_general_dilated': _conv,
     'reduce_window_max': _max_pool,
 }
 # Calls whose body is inlined: params key of the body's (closed) jaxpr.

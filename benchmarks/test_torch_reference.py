@@ -1,5 +1,6 @@
-"""The PyTorch yardstick of ``benchmark --compare=torch`` is the same network: the same
-parameters, and from the same weights the same outputs, losses and gradients."""
+"""The PyTorch yardstick of ``benchmarks.compare_torch`` is the same network: the same
+parameters, and from the same weights the same outputs, losses and gradients; its
+convolutions, timed one by one, compute what jaxpose's do."""
 
 import functools
 
@@ -8,17 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpose import benchmark
-from jaxpose import losses
-from jaxpose import parallel
-from jaxpose.models import posenet
+from benchmarks import timing
 from conftest import load_config
 from conftest import loss_and_grads
+from jaxpose import benchmark
+from jaxpose import losses
+from jaxpose.models import inventory
+from jaxpose.models import posenet
 
 torch = pytest.importorskip(
     'torch', reason='torch is the optional `bench` extra (pip install -e .[bench]); CI '
     'installs only .[test]')
-from jaxpose import torch_reference  # pylint: disable=g-import-not-at-top
+from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
 
 
 @pytest.fixture(scope='module')
@@ -91,62 +93,25 @@ def test_same_outputs_losses_and_gradients(networks):
 
 
 def test_both_frameworks_time_the_same_convolutions():
-  """``benchmark.compare_convolutions`` times ``conv_call`` of each framework: on each kind
+  """``compare_torch.compare_convolutions`` times ``conv_call`` of each framework: on each kind
   of layer of the network (the stem, strided and plain 1×1, 3×3) both compute the same
   output and the same gradients."""
   config = load_config('synthetic')
-  layers = set(benchmark.conv_layers(posenet.create(config.model), config.data.input_size))
+  layers = set(inventory.conv_layers(posenet.create(config.model), config.data.input_size))
   kinds = {(layer.kernel[:2], layer.strides, layer.input_grad): layer for layer in layers}
   assert len(kinds) == 4
   rng = np.random.default_rng(0)
   for layer in kinds.values():
     x = rng.standard_normal((2, *layer.input), np.float32)
     kernel = rng.standard_normal(layer.kernel).astype(np.float32)
-    args = (layer.strides, layer.padding)
-    ours = benchmark.conv_call(layer, x, kernel, None)()
-    _assert_close(torch_reference.conv_call(x, kernel, *args, None, True)().permute(0, 2, 3, 1),
-                  ours)
+    ours = timing.conv_call(layer, x, kernel, None)()
+    _assert_close(torch_reference.conv_call(layer, x, kernel, None)().permute(0, 2, 3, 1), ours)
     dy = rng.standard_normal(ours.shape).astype(np.float32)
-    their_y, theirs = torch_reference.conv_call(x, kernel, *args, dy, layer.input_grad)()
-    our_y, ours = benchmark.conv_call(layer, x, kernel, dy)()
+    their_y, theirs = torch_reference.conv_call(layer, x, kernel, dy)()
+    our_y, ours = timing.conv_call(layer, x, kernel, dy)()
     _assert_close(their_y.permute(0, 2, 3, 1), our_y)
     assert len(theirs) == len(ours) == (2 if layer.input_grad else 1)
     *input_grad, kernel_grad = ours
     _assert_close(theirs[-1].permute(2, 3, 1, 0), kernel_grad)
     if input_grad:
       _assert_close(theirs[0].permute(0, 2, 3, 1), input_grad[0])
-
-
-def test_compare_times_pytorch_in_its_own_process():
-  """``--compare=torch`` on the smoke network: both frameworks timed (PyTorch, and each
-  framework's convolutions, in spawned processes), every convolution of the network
-  accounted for once per call, and the ratios and the remainders computed from the
-  reported times."""
-  config = load_config('synthetic')
-  mesh = parallel.make_mesh(jax.local_devices()[:1])
-  result = benchmark.compare_torch(config, mesh, timed_steps=2, rounds=2, peak=1e12,
-                                   infer_batch=4, cpu_setup=None)
-  assert result['torch'] == torch.__version__ and result['rounds'] == 2
-  layers = benchmark.conv_layers(posenet.create(config.model), config.data.input_size)
-  for what, images in (('train', config.batch_size), ('infer', 4)):
-    section = result[what]
-    ours, theirs = section['jaxpose'], section['torch']
-    assert len(ours['images_per_s_per_round']) == len(theirs['images_per_s_per_round']) == 2
-    np.testing.assert_allclose(section['ratio'],
-                               ours['images_per_s'] / theirs['images_per_s'])
-    convs = section['convolutions']
-    assert convs['batch_size'] == images and convs['backward'] == (what == 'train')
-    assert sum(row['count'] for row in convs['layers']) == len(layers)
-    for name in ('jaxpose', 'torch'):
-      total = sum(row['count'] * row[f'{name}_ms'] for row in convs['layers'])
-      np.testing.assert_allclose(convs[f'{name}_ms'], total)
-      step_ms = 1e3 * images / section[name]['images_per_s']
-      np.testing.assert_allclose(section['outside_convolutions'][f'{name}_ms'],
-                                 step_ms - total)
-
-
-def test_a_failure_in_the_pytorch_process_is_reported_with_its_cause():
-  config = load_config('synthetic')
-  batch = benchmark.random_batch(config, 2)
-  with pytest.raises(RuntimeError, match='timing process failed(.|\n)*Flax variables do not'):
-    benchmark.TimingProcess('torch', None, (config, {'params': {}}, batch, {}, batch['image']))

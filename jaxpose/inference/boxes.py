@@ -1,6 +1,7 @@
-"""Person boxes from a file, for photos and video frames (``predict --boxes``).
+"""Person boxes (x, y, w, h) for photos and video frames: ``predict --bbox``, files of them
+(``predict --boxes``), and the checks of a box against its image.
 
-Two layouts are read:
+Two file layouts are read:
 
 * jaxpose's own: a JSON object from an image's file name (or a video's frame index, from 0)
   to its list of boxes ``[x, y, w, h]`` in pixels::
@@ -28,6 +29,43 @@ import numpy as np
 
 # COCO's category id of a person.
 PERSON = 1
+# A person box may reach past the image (a person cut off by its border), but one whose
+# longer side exceeds this many times the image's longer side would leave the whole image
+# under a quarter of the crop's side: no person is visible at that scale, the box is a typo.
+MAX_BOX_TO_IMAGE = 4.0
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+  """'x,y,w,h' → four floats."""
+  try:
+    box = tuple(float(v) for v in text.split(','))
+  except ValueError:
+    box = ()
+  if len(box) != 4:
+    raise ValueError(f'--bbox must be four numbers x,y,w,h, got {text!r}')
+  return box
+
+
+def check_box(box, image_size: tuple[int, int], where: str) -> np.ndarray:
+  """``box`` (x, y, w, h) as an array; raises, naming ``where`` (the flag or file entry and
+  the image), unless it is finite with w, h > 0, overlaps the image and its longer side is
+  at most ``MAX_BOX_TO_IMAGE`` times the image's."""
+  box = np.asarray(box, np.float64).reshape(-1)
+  width, height = image_size
+  if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+    raise ValueError(f'box of {where} must be four finite numbers (x, y, w, h) with w, h > 0, '
+                     f'got {box.tolist()}')
+  x, y, w, h = box
+  if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} of {where} lies outside the '
+                     f'image of size {width}x{height} (width x height); expected a box that '
+                     'overlaps it')
+  limit = MAX_BOX_TO_IMAGE * max(width, height)
+  if max(w, h) > limit:
+    raise ValueError(f'box (x, y, w, h) = {tuple(box.tolist())} of {where} is larger than '
+                     f'{MAX_BOX_TO_IMAGE:g} times the image of size {width}x{height} (width x '
+                     f'height); expected w, h <= {limit:g} pixels')
+  return box
 
 
 def load(path, min_score: float = 0.5) -> dict[str, list[tuple[float, float, float, float]]]:

@@ -1,5 +1,5 @@
 """The paper's network, its losses and its optimiser in PyTorch: the yardstick of
-``python -m jaxpose.benchmark --compare=torch``.
+``python -m benchmarks.compare_torch``.
 
 Layer for layer the network of ``jaxpose.models.posenet`` and ``resnet`` (same shapes, the
 same parameter names, BatchNorm momentum and epsilon), the four losses of
@@ -8,7 +8,7 @@ copies a Flax model's variables into it, so both frameworks time the same weight
 test checks that both compute the same outputs and gradients). Convolutions run
 channels-last, PyTorch's fastest layout on CPU.
 
-torch is the optional ``bench`` extra: only the benchmark imports this module.
+torch is the optional ``bench`` extra: nothing under ``jaxpose/`` imports this module.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import ml_collections
 import numpy as np
 import torch
+from flax import traverse_util
 import torch.nn.functional as F
 from torch import nn
 
@@ -189,7 +190,7 @@ def load_flax_variables(model: PoseNet, variables: dict) -> None:
   same (transposed) shape."""
   targets = {}
   for collection, tree in variables.items():
-    for path, leaf in _flat(tree):
+    for path, leaf in traverse_util.flatten_dict(tree).items():
       *module, name = path
       key = '.'.join(module)
       kind = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
@@ -212,35 +213,27 @@ def load_flax_variables(model: PoseNet, variables: dict) -> None:
       state[key].copy_(torch.from_numpy(value))
 
 
-def _flat(tree: dict, prefix: tuple = ()):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      yield from _flat(v, prefix + (k,))
-    else:
-      yield prefix + (k,), v
-
-
-def conv_call(x: np.ndarray, kernel: np.ndarray, strides, padding, dy: np.ndarray | None,
-              input_grad: bool):
-  """A call of one convolution as ``PoseNet`` runs it: the NHWC ``x`` channels-last, the
-  HWIO ``kernel`` as an OIHW weight, ``padding`` ((low, high) per spatial axis, equal).
-  It returns the output (N, D, H, W), or, given the output's gradient ``dy`` (NHWC), the
-  output and its gradients: (input, kernel), or (kernel,) without ``input_grad``."""
-  if any(low != high for low, high in padding):
-    raise ValueError(f'padding {padding}: PyTorch pads both sides of an axis alike')
+def conv_call(layer, x: np.ndarray, kernel: np.ndarray, dy: np.ndarray | None):
+  """``timing.conv_call`` in PyTorch: a call of the convolution ``layer`` (an
+  ``inventory.ConvLayer``) as ``PoseNet`` runs it, the NHWC ``x`` channels-last, the HWIO
+  ``kernel`` as an OIHW weight. It returns the output (N, D, H, W), or, given the output's
+  gradient ``dy`` (NHWC), the output and its gradients: (input, kernel), or (kernel,) for a
+  layer without ``input_grad``."""
+  if any(low != high for low, high in layer.padding):
+    raise ValueError(f'padding {layer.padding}: PyTorch pads both sides of an axis alike')
   inputs = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)  # channels-last memory
   weight = torch.from_numpy(np.array(kernel).transpose(3, 2, 0, 1).copy())
-  conv = functools.partial(F.conv2d, stride=tuple(strides),
-                           padding=tuple(low for low, _ in padding))
+  conv = functools.partial(F.conv2d, stride=tuple(layer.strides),
+                           padding=tuple(low for low, _ in layer.padding))
   if dy is None:
     def forward():
       with torch.inference_mode():
         return conv(inputs, weight)
     return forward
   grad_out = torch.from_numpy(np.array(dy)).permute(0, 3, 1, 2)
-  inputs.requires_grad_(input_grad)
+  inputs.requires_grad_(layer.input_grad)
   weight.requires_grad_(True)
-  wrt = [inputs, weight] if input_grad else [weight]
+  wrt = [inputs, weight] if layer.input_grad else [weight]
 
   def train():
     y = conv(inputs, weight)
@@ -252,7 +245,7 @@ def benchmark_calls(config: ml_collections.ConfigDict, variables: dict, batch: d
                     targets: dict, images: np.ndarray):
   """``(train_step, infer)``: calls of the PyTorch network of ``config``, started from Flax
   ``variables``, for timing: one Adadelta step on ``batch`` (a host batch of
-  ``benchmark.random_batch``; ``targets`` its ``losses.make_targets``) and inference on the
+  ``jaxpose.benchmark.random_batch``; ``targets`` its ``losses.make_targets``) and inference on the
   uint8 ``images``."""
   model = PoseNet(config.model, config.data.input_size)
   load_flax_variables(model, variables)

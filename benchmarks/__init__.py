@@ -1,0 +1,2 @@
+"""Programs that measure jaxpose against other frameworks, outside the library: jaxpose never
+imports them."""
