@@ -4,7 +4,6 @@ every batch; no learning-rate discrepancy, which the paper found unnecessary onc
 augmented 3DHP data closes the studio/outdoor gap (§4.2)."""
 
 from jaxpose import config as base
-from jaxpose import metrics
 
 
 def get_config(arg=None):
@@ -22,17 +21,8 @@ def get_config(arg=None):
       mpii=src('mpii', 'train', builder_config='mat', fraction=0.3),
       lsp_extended=src('lsp', 'train', builder_config='lsp_extended', fraction=0.2),
   )
-  # The benchmarks ship no validation split and the paper names none: nothing here is
-  # chosen by evaluating, so training evaluates nothing (data.eval stays empty) and the test
-  # splits are read once, after it (`jaxpose.evaluate --config=configs/full.py:test`,
-  # or jaxpose.ablation).
-  c.data.test = dict(
-      mpi_inf_3dhp=src('mpi_inf_3dhp', 'test', protocol='mpi_inf_3dhp'),
-      h36m=src('h36m', 'test', builder_config='h80k', protocol='h36m'),
-  )
-  # "Globally scaled" as Zhou et al. 2017's evaluation, which the paper follows (README,
-  # "Evaluate a checkpoint").
-  c.global_scale_size = metrics.ZHOU_SKELETON_SIZE
+  # Evaluated once after training: `jaxpose.evaluate --config=configs/full.py:test`.
+  base.paper_tests(c)
   # "Both background augmented and unaugmented MPI-INF-3DHP training sets" (§4.1): of the
   # sources only MPI-INF-3DHP's training split has masks, and half its examples get a new
   # background. The paper gives neither the share nor the backgrounds: half, textures and

@@ -11,7 +11,6 @@ instead of H80K).
 """
 
 from jaxpose import config as base
-from jaxpose import metrics
 
 
 def get_config(arg=None):
@@ -23,17 +22,8 @@ def get_config(arg=None):
       mpii=src('mpii', 'train', builder_config='mat', fraction=0.3),
       lsp_extended=src('lsp', 'train', builder_config='lsp_extended', fraction=0.2),
   )
-  # The benchmarks ship no validation split and the paper names none: nothing here is
-  # chosen by evaluating, so training evaluates nothing (data.eval stays empty) and the test
-  # splits are read once, after it (`jaxpose.evaluate --config=configs/h36m_only.py:test`,
-  # or jaxpose.ablation).
-  c.data.test = dict(
-      mpi_inf_3dhp=src('mpi_inf_3dhp', 'test', protocol='mpi_inf_3dhp'),
-      h36m=src('h36m', 'test', builder_config='h80k', protocol='h36m'),
-  )
-  # "Globally scaled" as Zhou et al. 2017's evaluation, which the paper follows (README,
-  # "Evaluate a checkpoint").
-  c.global_scale_size = metrics.ZHOU_SKELETON_SIZE
+  # Evaluated once after training: `jaxpose.evaluate --config=configs/h36m_only.py:test`.
+  base.paper_tests(c)
   c.total_steps = 240_000        # §4.2
   c.optim.decay_steps = 60_000   # "decay over 60k iterations" (§4.2)
   # MISSING: the discrepancy factor "when training using H3.6M data as the only source of

@@ -10,22 +10,7 @@ minutes on 2 cores. Its variants ``baseline``, ``latent_2d``, ``projection``, ``
 paper's Table 5 rows), ``stage1`` and ``study`` are the study of ``python -m
 jaxpose.ablation``.
 
-How the settings below were chosen, and on what. Before the synthetic dataset had
-validation splits, the flips, the loss scale, the input size, the batch, the augmentation
-and the step count were chosen on the test splits of that time (subjects synth_040-049,
-now the validation subjects; a wild domain that differed in appearance only); those
-numbers are test numbers, kept as the record of how the choices were made:
-
-* no flips: 273 / 242 → 213 / 179 mm wild / studio MPJPE (1000 steps at 128 px);
-* the 3D, bone and projection losses × 5 against the heatmaps: → 209 / 166 (these weights
-  are now every config's default, jaxpose/config.py);
-* 96 instead of 128 px, 1.8× the steps in the same time: → 180 / 145;
-* batches of 16 instead of 32, twice the steps in the same time: → 161 / 135;
-* 7000 steps: 141 / 122; no geometric augmentation: → 134 / 117; 8000 steps: 130 / 116.
-
-Since then the test subjects are fresh (synth_050-059) and nothing is chosen on them.
-Validation runs of the current domain, with their numbers and times, are listed in
-docs/ablation.md.
+How the settings were chosen, and on what, and how long the study runs: docs/ablation.md.
 """
 
 from jaxpose import config as base
@@ -103,15 +88,8 @@ def study(c):
   --config=configs/synthetic.py:study --workdir=DIR``: stage 1 and the four rows × 5 seeds,
   21 runs, in at most 2.5 hours on 2 free cores.
 
-  Measured (docs/ablation.md): the ``all`` row of this config, 300 steps on the 2 cores
-  shared with two other test runs (load average 5.5), trained at 0.152 s per step, and the
-  run took 47 s besides its steps (start-up, compiling, pose statistics, evaluating the
-  1200 validation crops, the checkpoint); the 1200 test crops add about 10 s. The
-  quickstart's network and batch trained at 0.11 s per step on free cores. 21 runs ×
-  (3000 × 0.11 s + 35 s) = 7700 s, 2 h 8 min on free cores, leaves 15% of the 2.5 hours
-  for slower steps (at the shared machine's 0.152 s and 57 s it would be 3 h). Stage 1
-  runs as long as a row (the paper's stage 1 is 0.8 times its stage 2: 186k and 240k
-  iterations).
+  Stage 1 runs as long as a row (the paper's stage 1 is 0.8 times its stage 2: 186k and
+  240k iterations); the sizing is measured in docs/ablation.md.
   """
   c.total_steps = 3000
   c.optim.decay_steps = c.total_steps

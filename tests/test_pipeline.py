@@ -359,7 +359,7 @@ def test_truncated_shard_is_named_and_not_taken_for_a_build(tmp_path):
   [shard] = [p for p in builder.data_path.iterdir() if 'studio_train.array_record' in p.name]
   data = shard.read_bytes()
   shard.write_bytes(data[:len(data) // 2])
-  message = (rf"{shard}: unreadable shard of synthetic_humans/smoke/1.1.0, split "
+  message = (rf"{shard}: unreadable shard of synthetic_humans/smoke/{builder.version}, split "
              rf"'studio_train' .*delete that folder and build it again")
   with pytest.raises(ValueError, match=rf"data source 'studio': {message}"):
     sources.open_source('studio', config.data.train.studio, config.data)

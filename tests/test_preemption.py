@@ -20,8 +20,9 @@ from jaxpose import train
 from jaxpose.data import tfds_io
 from conftest import DATA_DIR, REPO, load_config, multiprocess_env
 
-# Checkpoints at 30 and 60 only: a signal after the first lands between them.
-RUN = dict(total_steps=60, checkpoint_every_steps=30, eval_every_steps=60,
+# Checkpoints at 50 and 150 only: a signal after the first lands between them (Orbax renames
+# the first's folder in the background, some steps after it was taken).
+RUN = dict(total_steps=150, checkpoint_every_steps=50, eval_every_steps=150,
            image_every_steps=0, log_every_steps=10)
 GRACE_S = 60
 
@@ -181,7 +182,7 @@ def test_a_process_that_loses_the_other_exits_1_naming_it(tmp_path):
   processes, logs = _two_processes(workdir, 'lost', '--config.total_steps=100000')
   try:
     # Mid-step, past the first checkpoint.
-    _wait_for(lambda: '] [40] ' in logs[0].read_text(), processes)
+    _wait_for(lambda: '] [60] ' in logs[0].read_text(), processes)
     processes[1].kill()
     killed = time.monotonic()
     processes[0].wait(timeout=GRACE_S)

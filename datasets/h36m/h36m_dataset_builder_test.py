@@ -2,8 +2,6 @@
 (mp4 videos, CDF pose files, cameras.json, the preprocessed npz with JPEG frames)."""
 
 import pathlib
-import shutil
-import tempfile
 
 import cdflib
 import numpy as np
@@ -11,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from jaxpose import geometry
 from jaxpose import skeleton
+import builder_testing
 
 from . import h36m_dataset_builder as h36m
 
@@ -46,26 +45,17 @@ class PreprocessedTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 2, 'test': 1}
 
 
-def _build(config: str, manual_dir: pathlib.Path, data_dir: str):
-  builder = h36m.Builder(config=config, data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir), try_download_gcs=False))
-  return builder
-
-
 class LabelsTest(tfds.testing.TestCase):
   """What the examples hold, against the fake release read independently."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    data_dir = tempfile.mkdtemp()
-    builder = _build('videos', DUMMY, data_dir)
+    builder = builder_testing.build(cls, h36m.Builder, 'videos', DUMMY)
     cls.examples = {
         split: {(ex['subject'].decode(), ex['frame']): ex
                 for ex in tfds.as_numpy(builder.as_dataset(split=split))}
         for split in ('train', 'test')}
-    shutil.rmtree(data_dir)
 
   def test_frames_actions_and_left_out_video(self):
     self.assertEqual(sorted(self.examples['train']), [
@@ -97,31 +87,20 @@ class LabelsTest(tfds.testing.TestCase):
       self.assertEqual(ex['image'].shape, (384, 384, 3))
 
 
-class BadDataTest(tfds.testing.TestCase):
+class BadDataTest(builder_testing.BrokenReleaseTest):
   """Errors name the file and what was expected."""
-
-  def setUp(self):
-    super().setUp()
-    tmp = pathlib.Path(tempfile.mkdtemp())
-    self.addCleanup(shutil.rmtree, tmp)
-    self.manual_dir = tmp / 'manual'
-    shutil.copytree(DUMMY, self.manual_dir)
-    self.data_dir = str(tmp / 'data')
-
-  def test_missing_manual_dir(self):
-    with self.assertRaisesRegex(AssertionError, 'nowhere.*does not exist'):
-      _build('videos', self.manual_dir.parent / 'nowhere', self.data_dir)
+  BUILDER, DUMMY, CONFIG = h36m.Builder, DUMMY, 'videos'
 
   def test_missing_pose_file(self):
     (self.manual_dir / 'S7/MyPoseFeatures/D3_Positions_mono/WalkingDog.60457274.cdf'
      ).unlink()
     with self.assertRaisesRegex(FileNotFoundError, 'WalkingDog.60457274.cdf not found'):
-      _build('videos', self.manual_dir, self.data_dir)
+      self.build()
 
   def test_missing_cameras(self):
     (self.manual_dir / 'cameras.json').unlink()
     with self.assertRaisesRegex(FileNotFoundError, 'cameras.json not found'):
-      _build('preprocessed', self.manual_dir, self.data_dir)
+      self.build('preprocessed')
 
   def test_pose_of_wrong_shape(self):
     path = self.manual_dir / 'S1/MyPoseFeatures/D3_Positions_mono/Directions 1.54138969.cdf'
@@ -133,7 +112,7 @@ class BadDataTest(tfds.testing.TestCase):
     cdf.close()
     with self.assertRaisesRegex(ValueError, r'Directions 1.54138969.cdf: Pose has shape '
                                 r'\(4, 51\), expected \(N, 96\)'):
-      _build('videos', self.manual_dir, self.data_dir)
+      self.build()
 
   def test_preprocessed_of_wrong_shape(self):
     path = self.manual_dir / 'annotations.npz'
@@ -144,7 +123,7 @@ class BadDataTest(tfds.testing.TestCase):
       np.savez(f, **arrays)
     with self.assertRaisesRegex(ValueError, r'annotations.npz: S has shape \(4, 17, 3\), '
                                 r'expected \(4, 17, 4\)'):
-      _build('preprocessed', self.manual_dir, self.data_dir)
+      self.build('preprocessed')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,6 @@
 """Tests of the LSP builder on the fake manual directory in dummy_data/."""
 
 import pathlib
-import shutil
-import tempfile
 
 from absl.testing import absltest
 from etils import epath
@@ -13,6 +11,8 @@ import tensorflow_datasets as tfds
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import crops
+import builder_testing
+
 from . import lsp_dataset_builder
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -33,16 +33,6 @@ class LspExtendedConfigTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 2}  # im00003 has a single valid joint.
 
 
-def _build(test, manual_dir, config):
-  """Builds into a temporary data_dir removed after ``test``'s class."""
-  data_dir = tempfile.mkdtemp()
-  test.addClassCleanup(shutil.rmtree, data_dir)
-  builder = lsp_dataset_builder.Builder(data_dir=data_dir, config=config)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir)))
-  return builder
-
-
 def _invalid(example):
   return set(np.flatnonzero(~example['joints_2d_valid']))
 
@@ -54,7 +44,7 @@ class ExampleTest(absltest.TestCase):
     super().setUpClass()
     cls.examples = {}
     for config, splits in (('lsp', ('train', 'test')), ('lsp_extended', ('train',))):
-      builder = _build(cls, DUMMY, config)
+      builder = builder_testing.build(cls, lsp_dataset_builder.Builder, config, DUMMY)
       for split in splits:
         for ex in tfds.as_numpy(builder.as_dataset(split=split)):
           cls.examples[config, split, ex['sequence'].decode()] = ex
@@ -123,40 +113,30 @@ class ReadJointsTest(absltest.TestCase):
       np.testing.assert_array_equal(joints, raw.transpose(2, 0, 1))
 
 
-class BadDataTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    temp_dir = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, temp_dir)
-    self.manual_dir = pathlib.Path(temp_dir) / 'manual'
-    shutil.copytree(DUMMY, self.manual_dir)
-
-  def test_missing_manual_dir(self):
-    with self.assertRaisesRegex(AssertionError, 'does not exist'):
-      _build(self, self.manual_dir.parent / 'absent', 'lsp')
+class BadDataTest(builder_testing.BrokenReleaseTest):
+  BUILDER, DUMMY, CONFIG = lsp_dataset_builder.Builder, DUMMY, 'lsp'
 
   def test_missing_annotations(self):
     (self.manual_dir / 'lspet_dataset' / 'joints.mat').unlink()
     with self.assertRaisesRegex(FileNotFoundError, 'lspet_dataset/joints.mat not found'):
-      _build(self, self.manual_dir, 'lsp_extended')
+      self.build('lsp_extended')
 
   def test_wrong_shape(self):
     path = self.manual_dir / 'lsp_dataset' / 'joints.mat'
     scipy.io.savemat(path, {'joints': np.zeros((2, 14, 4))})
     with self.assertRaisesRegex(ValueError, r'joints.mat: joints has shape \(2, 14, 4\)'):
-      _build(self, self.manual_dir, 'lsp')
+      self.build()
 
   def test_odd_image_count(self):
     path = self.manual_dir / 'lsp_dataset' / 'joints.mat'
     scipy.io.savemat(path, {'joints': scipy.io.loadmat(path)['joints'][..., :3]})
     with self.assertRaisesRegex(ValueError, 'joints.mat: 3 images; expected an even'):
-      _build(self, self.manual_dir, 'lsp')
+      self.build()
 
   def test_missing_image(self):
     (self.manual_dir / 'lsp_dataset' / 'images' / 'im0002.jpg').unlink()
     with self.assertRaisesRegex(FileNotFoundError, 'im0002.jpg not found: expected the image of .*joints.mat'):
-      _build(self, self.manual_dir, 'lsp')
+      self.build()
 
 
 if __name__ == '__main__':

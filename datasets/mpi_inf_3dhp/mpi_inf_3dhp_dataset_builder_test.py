@@ -3,8 +3,6 @@ formats (annot.mat v5, camera.calibration, MJPEG .avi, annot_data.mat v7.3, JPEG
 .calib files), and of the calibration reader on the real test-set calibration files."""
 
 import pathlib
-import shutil
-import tempfile
 
 from etils import epath
 import h5py
@@ -17,6 +15,7 @@ from jaxpose import skeleton
 from jaxpose.data import crops
 from jaxpose.data import features
 from jaxpose.data import readers
+import builder_testing
 
 from . import mpi_inf_3dhp_dataset_builder as mpi_inf_3dhp
 
@@ -32,27 +31,18 @@ class DefaultTest(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {'train': 128, 'test': 17}
 
 
-def _build(config, manual_dir: pathlib.Path, data_dir: str):
-  builder = mpi_inf_3dhp.Builder(config=config, data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir), try_download_gcs=False))
-  return builder
-
-
 class LabelsTest(tfds.testing.TestCase):
   """What the examples hold, against the fake release read independently."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    data_dir = tempfile.mkdtemp()
     config = mpi_inf_3dhp.MpiInf3dhpConfig(name='camera_0', cameras=(0,), train_every=5)
-    builder = _build(config, DUMMY, data_dir)
+    builder = builder_testing.build(cls, mpi_inf_3dhp.Builder, config, DUMMY)
     cls.train = {(ex['subject'].decode(), ex['sequence'].decode(), ex['frame']): ex
                  for ex in tfds.as_numpy(builder.as_dataset(split='train'))}
     cls.test = {(ex['sequence'].decode(), ex['frame']): ex
                 for ex in tfds.as_numpy(builder.as_dataset(split='test'))}
-    shutil.rmtree(data_dir)
 
   def test_train_frames(self):
     # Every 5th frame: S1/Seq1 camera 0 has 12 frames, 10 is corrupt; the others 2.
@@ -167,23 +157,15 @@ class ReadersTest(tfds.testing.TestCase):
       np.testing.assert_allclose(intrinsics.principal, (width / 2, height / 2), atol=30)
 
 
-class BadDataTest(tfds.testing.TestCase):
+class BadDataTest(builder_testing.BrokenReleaseTest):
   """Errors name the file and what was expected."""
-
+  BUILDER, DUMMY = mpi_inf_3dhp.Builder, DUMMY
   # One camera keeps the builds that fail in the test split short.
   CONFIG = mpi_inf_3dhp.MpiInf3dhpConfig(name='camera_4', cameras=(4,))
 
-  def setUp(self):
-    super().setUp()
-    tmp = pathlib.Path(tempfile.mkdtemp())
-    self.addCleanup(shutil.rmtree, tmp)
-    self.manual_dir = tmp / 'manual'
-    shutil.copytree(DUMMY, self.manual_dir)
-    self.data_dir = str(tmp / 'data')
-
   def _assert_build_fails(self, error, regex):
     with self.assertRaisesRegex(error, regex):
-      _build(self.CONFIG, self.manual_dir, self.data_dir)
+      self.build()
 
   def test_missing_video(self):
     (self.manual_dir / 'S5/Seq2/imageSequence/video_4.avi').unlink()

@@ -3,7 +3,6 @@
 import json
 import pathlib
 import shutil
-import tempfile
 
 from absl.testing import absltest
 from etils import epath
@@ -14,6 +13,8 @@ import tensorflow_datasets as tfds
 from jaxpose import geometry
 from jaxpose import skeleton
 from jaxpose.data import crops
+import builder_testing
+
 from . import mpii_dataset_builder
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -33,18 +34,6 @@ class JsonConfigTest(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = mpii_dataset_builder.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = ['json']
   SPLITS = {'train': 3, 'validation': 1}  # The record of mpii_corrupt is skipped.
-
-
-def _build(test, manual_dir, config='json', **config_kwargs):
-  """Builds into a temporary data_dir removed after ``test``'s class."""
-  if config_kwargs:
-    config = mpii_dataset_builder.MpiiConfig(name=config, **config_kwargs)
-  data_dir = tempfile.mkdtemp()
-  test.addClassCleanup(shutil.rmtree, data_dir)
-  builder = mpii_dataset_builder.Builder(data_dir=data_dir, config=config)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir)))
-  return builder
 
 
 class ParseTest(absltest.TestCase):
@@ -81,7 +70,7 @@ class ExampleTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.builder = _build(cls, DUMMY, 'mat')
+    cls.builder = builder_testing.build(cls, mpii_dataset_builder.Builder, 'mat', DUMMY)
     cls.examples = list(tfds.as_numpy(cls.builder.as_dataset(split='train')))
 
   def test_joints_sit_on_their_dots(self):
@@ -119,43 +108,34 @@ class ExampleTest(absltest.TestCase):
     self.assertEqual(actions, [(b'mpii_a.jpg', b'curling', 0)] * 2 + [(b'mpii_b.jpg', b'', 1)])
 
   def test_image_size_is_configurable(self):
-    builder = _build(self, DUMMY, 'small', image_size=64,
-                     annotation_files={'train': 'annotations/mpii_val.json'})
+    config = mpii_dataset_builder.MpiiConfig(
+        name='small', image_size=64, annotation_files={'train': 'annotations/mpii_val.json'})
+    builder = builder_testing.build(self, mpii_dataset_builder.Builder, config, DUMMY)
     (ex,) = tfds.as_numpy(builder.as_dataset(split='train'))
     self.assertEqual(ex['image'].shape, (64, 64, 3))
 
 
-class BadDataTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    temp_dir = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, temp_dir)
-    self.manual_dir = pathlib.Path(temp_dir) / 'manual'
-    shutil.copytree(DUMMY, self.manual_dir)
-
-  def test_missing_manual_dir(self):
-    with self.assertRaisesRegex(AssertionError, 'does not exist'):
-      _build(self, self.manual_dir.parent / 'absent')
+class BadDataTest(builder_testing.BrokenReleaseTest):
+  BUILDER, DUMMY, CONFIG = mpii_dataset_builder.Builder, DUMMY, 'json'
 
   def test_missing_images(self):
     shutil.rmtree(self.manual_dir / 'images')
     with self.assertRaisesRegex(FileNotFoundError, 'images.*mpii_human_pose_v1.tar.gz'):
-      _build(self, self.manual_dir)
+      self.build()
 
   def test_missing_annotations(self):
     shutil.rmtree(self.manual_dir / 'mpii_human_pose_v1_u12_2')
     with self.assertRaisesRegex(FileNotFoundError, 'mpii_human_pose_v1_u12_1.mat'):
-      _build(self, self.manual_dir, 'mat')
+      self.build('mat')
 
   def test_missing_validation_file_leaves_the_split_out(self):
     (self.manual_dir / 'annotations' / 'mpii_val.json').unlink()
-    self.assertEqual(set(_build(self, self.manual_dir).info.splits), {'train'})
+    self.assertEqual(set(self.build().info.splits), {'train'})
 
   def test_missing_image(self):
     (self.manual_dir / 'images' / 'mpii_b.jpg').unlink()
     with self.assertRaisesRegex(FileNotFoundError, 'mpii_b.jpg.*mpii_train.json'):
-      _build(self, self.manual_dir)
+      self.build()
 
   def test_wrong_joint_shape(self):
     path = self.manual_dir / 'annotations' / 'mpii_train.json'
@@ -163,7 +143,7 @@ class BadDataTest(absltest.TestCase):
     records[1]['joints'] = records[1]['joints'][:14]
     path.write_text(json.dumps(records))
     with self.assertRaisesRegex(ValueError, r'mpii_train.json: record 1 .*\(14, 2\).*\(16, 2\)'):
-      _build(self, self.manual_dir)
+      self.build()
 
   def test_corrupt_joint_is_named(self):
     path = self.manual_dir / 'annotations' / 'mpii_train.json'
@@ -174,20 +154,20 @@ class BadDataTest(absltest.TestCase):
       path.write_text(json.dumps(records))
       with self.assertRaisesRegex(ValueError, r'mpii_train.json: person 1 \(image mpii_a.jpg\): '
                                   r'joint \d+ \(\w+\) is labelled at ' + message):
-        _build(self, self.manual_dir)
+        self.build()
 
   def test_truncated_mat_is_named(self):
     path = self.manual_dir / 'mpii_human_pose_v1_u12_2' / 'mpii_human_pose_v1_u12_1.mat'
     path.write_bytes(MAT.read_bytes()[:700])
     with self.assertRaisesRegex(ValueError, 'mpii_human_pose_v1_u12_1.mat: not a readable '
                                 'MATLAB v5 file'):
-      _build(self, self.manual_dir, 'mat')
+      self.build('mat')
 
   def test_not_a_release(self):
     path = self.manual_dir / 'mpii_human_pose_v1_u12_2' / 'mpii_human_pose_v1_u12_1.mat'
     scipy.io.savemat(path, {'joints': np.zeros((3, 14, 2))})
     with self.assertRaisesRegex(ValueError, 'mpii_human_pose_v1_u12_1.mat: no RELEASE'):
-      _build(self, self.manual_dir, 'mat')
+      self.build('mat')
 
 
 if __name__ == '__main__':
