@@ -159,8 +159,10 @@ def evaluate_all(config: ml_collections.ConfigDict, predict_fn, variables, mesh,
         fileio.write_atomically(stem + '.json', lambda f: json.dump(report, f, indent=1))
         fileio.write_atomically(stem + '.md',
                                 lambda f: f.write(protocols.to_markdown(report)))
-        fileio.write_atomically(stem + '_pck.png',
-                                lambda f: protocols.plot_pck(pred, gt, valid, f, config.global_scale_size), binary=True)
+        fileio.write_atomically(
+            stem + '_pck.png',
+            lambda f: protocols.plot_pck(pred, gt, valid, f, config.global_scale_size),
+            binary=True)
       except Exception as e:  # pylint: disable=broad-except
         if not cli.is_file_system_error(e):
           raise

@@ -20,10 +20,10 @@ from jaxpose import train
 from jaxpose.data import tfds_io
 from conftest import DATA_DIR, REPO, load_config, multiprocess_env
 
-# Checkpoints at 50 and 150 only: a signal after the first lands between them (Orbax renames
-# the first's folder in the background, some steps after it was taken).
-RUN = dict(total_steps=150, checkpoint_every_steps=50, eval_every_steps=150,
+# Checkpoints at 40 and 80 only; the signal goes at the log of step 50, between them.
+RUN = dict(total_steps=80, checkpoint_every_steps=40, eval_every_steps=80,
            image_every_steps=0, log_every_steps=10)
+SIGNAL_AT = 50
 GRACE_S = 60
 
 
@@ -52,11 +52,10 @@ def _writing(workdir) -> bool:
 
 
 def _preempt(processes, logs, workdir, targets):
-  """Sends SIGTERM to ``targets`` once the first checkpoint is there, SIGTERM and
+  """Sends SIGTERM to ``targets`` once process 0 logged step ``SIGNAL_AT``, SIGTERM and
   SIGINT again while the preemption checkpoint is written; returns the step each process
   names in its one-line message."""
-  first = str(RUN['checkpoint_every_steps'])
-  _wait_for(lambda: (workdir / 'checkpoints' / first).is_dir(), processes)
+  _wait_for(lambda: f'] [{SIGNAL_AT}] ' in logs[0].read_text(), processes)
   sent = time.monotonic()
   for p in targets:
     p.send_signal(signal.SIGTERM)
@@ -112,7 +111,7 @@ def test_sigterm_saves_the_step_reached_and_resumes_to_the_uninterrupted_state(t
   finally:
     if process.poll() is None:
       process.kill()
-  assert config.checkpoint_every_steps < step < config.total_steps
+  assert SIGNAL_AT <= step < config.total_steps
   assert checkpoint.Checkpointer(str(workdir)).latest_step() == step
 
   again = _start(_command(workdir), tmp_path / 'again.log')
@@ -167,7 +166,7 @@ def test_two_processes_agree_on_the_step_when_one_is_preempted(tmp_path):
     for p in processes:
       if p.poll() is None:
         p.kill()
-  assert steps[0] == steps[1] and config.checkpoint_every_steps < steps[0] < config.total_steps, steps
+  assert steps[0] == steps[1] and SIGNAL_AT <= steps[0] < config.total_steps, steps
   _finish(*_two_processes(workdir, 'again'))
   _finish(*_two_processes(full, 'full'))
   _assert_same(_final_state(config, workdir)[0], _final_state(config, full)[0])
@@ -181,8 +180,8 @@ def test_a_process_that_loses_the_other_exits_1_naming_it(tmp_path):
   workdir = tmp_path / 'lost'
   processes, logs = _two_processes(workdir, 'lost', '--config.total_steps=100000')
   try:
-    # Mid-step, past the first checkpoint.
-    _wait_for(lambda: '] [60] ' in logs[0].read_text(), processes)
+    # Mid-run, past the first checkpoint.
+    _wait_for(lambda: f'] [{SIGNAL_AT}] ' in logs[0].read_text(), processes)
     processes[1].kill()
     killed = time.monotonic()
     processes[0].wait(timeout=GRACE_S)
