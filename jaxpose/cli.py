@@ -169,11 +169,10 @@ def _exit_without_the_others(error: BaseException) -> None:
   for the lost process at its shutdown barrier until the heartbeat timeout, then abort."""
   import jax  # pylint: disable=g-import-not-at-top  (imported by now: _lost_a_process)
   logging.debug('The error in full:', exc_info=True)
-  sys.stderr.write(
-      f'{os.path.basename(sys.argv[0])}: error: process {jax.process_index()} of '
-      f'{jax.process_count()} lost another process in a collective ({_describe(error)}); '
-      f'its log says why it stopped: start all processes again to resume from the last '
-      f'checkpoint\n')
+  sys.stderr.write(_error_line(
+      f'process {jax.process_index()} of {jax.process_count()} lost another process in a '
+      f'collective ({_describe(error)}); its log says why it stopped: start all processes '
+      f'again to resume from the last checkpoint') + '\n')
   sys.stderr.flush()
   logging.flush()
   os._exit(1)  # pylint: disable=protected-access
@@ -242,5 +241,9 @@ def _describe(error: BaseException) -> str:
   return ' '.join(text.split()) or type(error).__name__
 
 
+def _error_line(message: str) -> str:
+  return f'{os.path.basename(sys.argv[0])}: error: {message}'
+
+
 def _exit(message: str) -> None:
-  sys.exit(f'{os.path.basename(sys.argv[0])}: error: {message}')
+  sys.exit(_error_line(message))
