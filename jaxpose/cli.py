@@ -56,6 +56,10 @@ def define_common_flags() -> None:
                        '--coordinator_address).', lower_bound=1)
   flags.DEFINE_integer('process_id', None, 'This process, 0 … num_processes - 1 (with '
                        '--coordinator_address).', lower_bound=0)
+  flags.DEFINE_integer('heartbeat_timeout_s', 100, 'Seconds after which JAX\'s coordination '
+                       'service takes a silent process for dead and ends the others (status '
+                       '134, launch/README.md; JAX\'s default): lower ends a broken run '
+                       'sooner, higher tolerates hosts that stall.', lower_bound=1)
   flags.DEFINE_bool('cpu_xla_flag', True, 'Add CPU_XLA_FLAG (see jaxpose/runtime.py) to '
                     'XLA_FLAGS and, with JAX on the CPU only, keep freed memory for the next '
                     'step (runtime.configure_cpu); --nocpu_xla_flag measures XLA:CPU without '
@@ -89,16 +93,17 @@ def cpu_setup() -> int | None:
 def initialize_distributed() -> None:
   """Joins the other processes of the run, as the flags say (see the module docstring)."""
   import jax  # pylint: disable=g-import-not-at-top
+  heartbeat = dict(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_s)
   if FLAGS.distributed:
     try:
-      jax.distributed.initialize()
+      jax.distributed.initialize(**heartbeat)
     except ValueError as e:
       raise ValueError(f'--distributed: no TPU pod, SLURM or Open MPI environment detected '
                        f'({e}); elsewhere pass --coordinator_address, --num_processes and '
                        f'--process_id') from e
   elif FLAGS.coordinator_address is not None:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+                               FLAGS.process_id, **heartbeat)
   else:
     return
   logging.info('Process %d of %d: %d local devices of %d', jax.process_index(),
