@@ -146,7 +146,7 @@ def _set_up_and_run(main, argv) -> None:
     initialize_distributed()
     main(argv)
   except preemption.Preempted as e:
-    sys.stderr.write(f'{os.path.basename(sys.argv[0])}: {_describe(e)}\n')
+    sys.stderr.write(f'{_program()}: {_describe(e)}\n')
     sys.exit(preemption.EXIT_CODE)
   except Exception as e:  # pylint: disable=broad-except
     if _lost_a_process(e):
@@ -246,8 +246,12 @@ def _describe(error: BaseException) -> str:
   return ' '.join(text.split()) or type(error).__name__
 
 
+def _program() -> str:
+  return os.path.basename(sys.argv[0])
+
+
 def _error_line(message: str) -> str:
-  return f'{os.path.basename(sys.argv[0])}: error: {message}'
+  return f'{_program()}: error: {message}'
 
 
 def _exit(message: str) -> None:

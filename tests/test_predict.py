@@ -42,8 +42,8 @@ def _check(prediction, width, height):
   assert pose_3d.shape == (J, 3) and pose_2d.shape == (J, 2) and root.shape == (3,)
   assert prediction['confidence'].shape == (J,)
   for value in (pose_3d, pose_2d, root, prediction['confidence'], prediction['crop_box'],
-                prediction['crop_matrix'], *prediction['camera'].values(), prediction['intrinsics']['focal'],
-                prediction['intrinsics']['principal']):
+                prediction['crop_matrix'], *prediction['camera'].values(),
+                prediction['intrinsics']['focal'], prediction['intrinsics']['principal']):
     assert np.all(np.isfinite(value))
   np.testing.assert_allclose(pose_3d[skeleton.ROOT], 0.0, atol=1e-3)
   # Near the image: an untrained network's 2D stays inside its crop, which overlaps it.

@@ -197,7 +197,8 @@ def test_a_process_that_loses_the_other_ends_with_a_line_naming_why(tmp_path):
   if processes[0].returncode == -signal.SIGABRT:
     assert ('Terminating process because the JAX distributed service detected fatal errors'
             in text), text[-3000:]
-    assert re.search(r'Task 1 heartbeat timeout|stopped sending heartbeats\):\s*1\b', text)
+    assert re.search(r'Task 1 heartbeat timeout|stopped sending heartbeats\):\s*1\b',
+                     text), text[-3000:]
     return
   assert processes[0].returncode == 1, text[-3000:]
   last = text.strip().splitlines()[-1]

@@ -107,11 +107,11 @@ def texture(d: dict, size, canvas: int):
   noise = blend * 255.0 / (1.0 + r + r**2)
   rows, columns = [], []
   for o, grid in enumerate(d['grids']):
-    source = d['cells'] * 2**o
-    rows.append(noise * r**o * jnp.einsum(
-        'oi,ijc->ocj', _interpolation(source, size, canvas, grid.shape[0]), grid,
-        precision=jax.lax.Precision.HIGHEST))
-    columns.append(_interpolation(source, size, canvas, grid.shape[1]))
+    # The grids are square: one resampling matrix serves rows and columns.
+    resample = _interpolation(d['cells'] * 2**o, size, canvas, grid.shape[0])
+    rows.append(noise * r**o * jnp.einsum('oi,ijc->ocj', resample, grid,
+                                          precision=jax.lax.Precision.HIGHEST))
+    columns.append(resample)
   # Stripes between two colours: c1 + (c0 - c1) (1 + sin(u x + v y)) / 2 at pixel (y, x).
   period = 4.0 + d['period'] * (size / 2 - 4.0)
   phase = jnp.arange(canvas, dtype=jnp.float32) * (2 * math.pi / period)
